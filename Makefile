@@ -1,0 +1,35 @@
+# The runnable companion to the tutorial on non-blocking and multiplexed socket IO.
+PYTHON ?= python3
+PORT ?= 8800
+
+.DEFAULT_GOAL := help
+.PHONY: help test run-nonblocking run-select run-selectors client interactive clean
+
+help:
+	@echo 'make test              run the tests (sets up .venv with pytest if $(PYTHON) lacks it)'
+	@echo 'make run-nonblocking   the busy-loop server: replies b"my server"'
+	@echo 'make run-select        the select.select() server: replies the text upper-cased'
+	@echo 'make run-selectors     the selectors server: replies data.upper() + b"_SB"'
+	@echo 'make clean             remove .venv and caches'
+	@echo 'Variables: PYTHON=$(PYTHON) PORT=$(PORT)'
+
+# Use $(PYTHON) when it has pytest; otherwise a local .venv with pytest in it.
+test:
+	@if $(PYTHON) -c 'import pytest' 2>/dev/null; then py='$(PYTHON)'; else \
+	    if ! .venv/bin/python -c 'import pytest' 2>/dev/null; then \
+	        echo '$(PYTHON) has no pytest: installing it in .venv'; \
+	        $(PYTHON) -m venv .venv && .venv/bin/python -m pip install -q pytest || exit 1; \
+	    fi; py=.venv/bin/python; fi; \
+	$$py -m pytest -q test_servers.py
+
+run-nonblocking:
+	$(PYTHON) nonblocking_server.py --port $(PORT)
+
+run-select:
+	$(PYTHON) select_server.py --port $(PORT)
+
+run-selectors:
+	$(PYTHON) selectors_server.py --port $(PORT)
+
+clean:
+	rm -rf .venv .pytest_cache __pycache__
