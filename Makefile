@@ -10,6 +10,8 @@ help:
 	@echo 'make run-nonblocking   the busy-loop server: replies b"my server"'
 	@echo 'make run-select        the select.select() server: replies the text upper-cased'
 	@echo 'make run-selectors     the selectors server: replies data.upper() + b"_SB"'
+	@echo 'make client            client.py: sends "my client:<pid>" every second'
+	@echo 'make interactive       interactive_client.py: the >>: prompt'
 	@echo 'make clean             remove .venv and caches'
 	@echo 'Variables: PYTHON=$(PYTHON) PORT=$(PORT)'
 
@@ -30,6 +32,12 @@ run-select:
 
 run-selectors:
 	$(PYTHON) selectors_server.py --port $(PORT)
+
+client:
+	$(PYTHON) client.py --port $(PORT)
+
+interactive:
+	$(PYTHON) interactive_client.py --port $(PORT)
 
 clean:
 	rm -rf .venv .pytest_cache __pycache__

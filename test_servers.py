@@ -406,3 +406,128 @@ def test_selectors_holds_10000_clients(tmp_path, procs):
         for c in clients:
             c.close()
     server.alive()
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process, from /proc."""
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+@pytest.mark.parametrize('script', ['select_server.py', 'selectors_server.py'])
+def test_idle_server_sleeps(tmp_path, procs, script):
+    server = Server(tmp_path, script)
+    procs.append(server)
+    with server.connect():
+        time.sleep(0.1)
+        before = cpu_seconds(server.p.pid)
+        time.sleep(1)
+        assert cpu_seconds(server.p.pid) - before < 0.05  # a spinning loop would take ~1 s
+
+
+# ---- the clients ----------------------------------------------------------------------------
+
+def run_client(script, port, stdin_text=''):
+    return subprocess.run([sys.executable, str(HERE / script), '--port', str(port)], cwd=HERE,
+                          input=stdin_text.encode(), capture_output=True, timeout=30)
+
+
+def wait_for(predicate, what):
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        assert time.monotonic() < deadline, f'timed out waiting for {what}'
+        time.sleep(0.05)
+
+
+def test_client_talks_every_second(tmp_path, procs):
+    server = Server(tmp_path, 'nonblocking_server.py')
+    client = Proc(tmp_path, 'client.py', '--port', str(server.port))
+    procs.extend([server, client])
+    wait_for(lambda: client.stdout().count("b'my server'") >= 2, 'two replies')
+    assert client.interrupt() == 0
+    pid = client.p.pid
+    assert client.stdout().startswith(f"my client:{pid}\nb'my server'\nmy client:{pid}\n")
+    assert client.stderr() == ''
+
+
+@pytest.mark.parametrize('script', ['client.py', 'interactive_client.py'])
+def test_client_without_server_says_so(script):
+    port = free_port()  # nothing listens there
+    out = run_client(script, port, 'hello\n')
+    err = out.stderr.decode()
+    assert out.returncode != 0 and out.stdout == b''
+    assert err == f'cannot connect to 127.0.0.1:{port}: Connection refused\n'
+
+
+def test_client_says_when_the_server_goes_away(tmp_path, procs):
+    server = Server(tmp_path, 'select_server.py')
+    client = Proc(tmp_path, 'client.py', '--port', str(server.port))
+    procs.extend([server, client])
+    wait_for(lambda: "b'MY CLIENT:" in client.stdout(), 'a reply')
+    server.p.kill()
+    t0 = time.monotonic()
+    assert client.p.wait(TIMEOUT) == 1
+    assert time.monotonic() - t0 < 2.5
+    assert client.stderr() == 'connection closed by server\n'
+
+
+def test_interactive_client_piped_lines(tmp_path, procs):
+    server = Server(tmp_path, 'select_server.py')
+    procs.append(server)
+    out = run_client('interactive_client.py', server.port, 'hello\n\nworld 你好é\n')
+    assert (out.returncode, out.stderr) == (0, b'')
+    assert out.stdout.decode() == 'HELLO\nWORLD 你好É\n'  # the empty line was skipped
+
+
+@pytest.mark.parametrize('line', ['x' * 5000, '你好abc' * 1000], ids=['5000 ASCII', 'long Chinese'])
+def test_interactive_client_prints_whole_replies(tmp_path, procs, line):
+    server = Server(tmp_path, 'select_server.py')
+    procs.append(server)
+    # Several long lines: each reply must be whole before the next line is sent.
+    out = run_client('interactive_client.py', server.port, (line + '\n') * 3)
+    assert (out.returncode, out.stderr) == (0, b'')
+    assert out.stdout.decode() == (line.upper() + '\n') * 3
+
+
+@pytest.mark.skipif(os.name == 'nt', reason='needs a pseudo-terminal')
+@pytest.mark.parametrize('key', ['Ctrl-D', 'Ctrl-C', 'server killed'])
+def test_interactive_client_at_a_terminal(tmp_path, procs, key):
+    import pty
+    server = Server(tmp_path, 'selectors_server.py')
+    procs.append(server)
+    master, slave = pty.openpty()
+    try:
+        client = Proc(tmp_path, 'interactive_client.py', '--port', str(server.port), stdin=slave)
+        procs.append(client)
+        os.write(master, 'hi 你好\n'.encode())
+        wait_for(lambda: 'HI 你好_SB\n>>:' in client.stdout(), 'the reply and the next prompt')
+        assert client.stdout().startswith('>>:')
+        if key == 'Ctrl-D':
+            os.write(master, b'\x04')
+            assert client.p.wait(TIMEOUT) == 0
+        elif key == 'Ctrl-C':
+            assert client.interrupt() == 0
+        else:  # nothing typed: the client notices on its own, as telnet does
+            server.p.kill()
+            assert client.p.wait(TIMEOUT) == 1
+            assert client.stderr() == 'connection closed by server\n'
+        assert 'Traceback' not in client.stderr()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_interactive_client_when_the_server_goes_away(tmp_path, procs):
+    server = Server(tmp_path, 'select_server.py')
+    client = Proc(tmp_path, 'interactive_client.py', '--port', str(server.port), stdin=subprocess.PIPE)
+    procs.extend([server, client])
+    client.p.stdin.write(b'one\n')
+    client.p.stdin.flush()
+    wait_for(lambda: client.stdout() == 'ONE\n', 'the reply')
+    server.p.kill()
+    server.p.wait(TIMEOUT)
+    client.p.stdin.write(b'two\n')  # the next line finds the connection gone
+    client.p.stdin.flush()
+    assert client.p.wait(TIMEOUT) == 1
+    assert client.stderr() == 'connection closed by server\n'

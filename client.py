@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""The non-blocking section's client: send 'my client:<pid>' every second and print the reply."""
+import argparse
+import os
+import socket
+import sys
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--host', default='127.0.0.1')
+    parser.add_argument('--port', type=int, default=8800)
+    args = parser.parse_args()
+
+    client = socket.socket()
+    try:
+        client.connect((args.host, args.port))
+    except (OSError, OverflowError) as e:
+        client.close()
+        sys.exit(f'cannot connect to {args.host}:{args.port}: {getattr(e, "strerror", None) or e}')
+    try:
+        while True:
+            msg = 'my client:%s' % os.getpid()
+            print(msg)
+            client.send(msg.encode())
+            time.sleep(1)
+            data = client.recv(1024)
+            if not data:
+                # The seed printed b'' here forever, until send() raised BrokenPipeError.
+                sys.exit('connection closed by server')
+            print(data)
+    except OSError:  # reset or broken pipe: the server went away
+        sys.exit('connection closed by server')
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how this endless client is meant to stop
+    finally:
+        client.close()
+
+
+if __name__ == '__main__':
+    main()
