@@ -3,10 +3,11 @@ PYTHON ?= python3
 PORT ?= 8800
 
 .DEFAULT_GOAL := help
-.PHONY: help test run-nonblocking run-select run-selectors client interactive clean
+.PHONY: help test bench run-nonblocking run-select run-selectors client interactive clean
 
 help:
 	@echo 'make test              run the tests (sets up .venv with pytest if $(PYTHON) lacks it)'
+	@echo 'make bench             measure the three IO models and asyncio side by side (about 2 minutes)'
 	@echo 'make run-nonblocking   the busy-loop server: replies b"my server"'
 	@echo 'make run-select        the select.select() server: replies the text upper-cased'
 	@echo 'make run-selectors     the selectors server: replies data.upper() + b"_SB"'
@@ -23,6 +24,9 @@ test:
 	        $(PYTHON) -m venv .venv && .venv/bin/python -m pip install -q pytest || exit 1; \
 	    fi; py=.venv/bin/python; fi; \
 	$$py -m pytest -q test_servers.py
+
+bench:
+	$(PYTHON) bench.py
 
 run-nonblocking:
 	$(PYTHON) nonblocking_server.py --port $(PORT)
