@@ -232,7 +232,9 @@ def run_phase(name, phase, seconds, most):
         load = subprocess.run([sys.executable, os.path.abspath(__file__), '--load', phase,
                                '--server', name, '--port', str(port), '--pid', str(server.pid),
                                '--seconds', str(seconds), '--most', str(most)],
-                              stdout=subprocess.PIPE, timeout=120, check=True)
+                              stdout=subprocess.PIPE, timeout=120)
+        if load.returncode:
+            raise SystemExit(f'bench: the load generator failed against the {name} server')
         result = json.loads(load.stdout)
     finally:
         before = children_cpu()
@@ -263,7 +265,8 @@ def run_all(args):
     for conns in args.conns:
         for i in range(args.slices):
             for name in args.servers:
-                progress(f'{name}: {conns} connections for {args.seconds} s ({i + 1}/{args.slices})')
+                progress(f'{name}: {conns} connection{"s" * (conns != 1)} for {args.seconds} s '
+                         f'({i + 1}/{args.slices})')
                 load = run_phase(name, str(conns), args.seconds, 0)
                 cpu = load.pop('server_cpu_s')
                 load['cpu_us_per_rt'] = cpu and 1e6 * cpu / load['round_trips']
@@ -334,7 +337,10 @@ def main():
             pass
         return
     if args.phase:
-        return load_main(args)
+        try:
+            return load_main(args)
+        except KeyboardInterrupt:  # Ctrl-C reaches us too; bench.py itself says so
+            sys.exit(130)
 
     args.servers = args.servers.split(',')
     bad = [s for s in args.servers if s not in SCRIPTS]
@@ -343,7 +349,10 @@ def main():
     try:
         args.conns = [int(c) for c in args.conns.split(',')]
     except ValueError:
-        parser.error(f'--conns takes numbers separated by commas, not {args.conns!r}')
+        args.conns = [0]
+    if min(args.conns) < 1 or args.seconds <= 0:
+        parser.error('--conns takes positive whole numbers separated by commas, '
+                     'and --seconds a positive number')
     args.idle_seconds, args.slices = 2, 5
     args.most = max(IDLE_CONNS)
     if resource:
