@@ -1,5 +1,4 @@
 """Run the real scripts as processes and talk to them over real sockets on free ports."""
-import contextlib
 import os
 import pathlib
 import signal
