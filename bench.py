@@ -360,8 +360,8 @@ def main():
         if nofile != resource.RLIM_INFINITY:
             args.most = min(args.most, nofile - 100)
     if args.quick:
-        args.seconds, args.idle_seconds, args.slices = 1, 0.5, 1
-        args.most = min(args.most, 2000)
+        args.seconds, args.idle_seconds, args.slices = 0.7, 0.5, 1
+        args.most = min(args.most, 1500)  # past select's wall at 1024
     try:
         results = run_all(args)
     except KeyboardInterrupt:

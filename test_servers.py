@@ -467,7 +467,7 @@ def test_client_says_when_the_server_goes_away(tmp_path, procs):
     server.p.kill()
     t0 = time.monotonic()
     assert client.p.wait(TIMEOUT) == 1
-    assert time.monotonic() - t0 < 2.5
+    assert time.monotonic() - t0 < 2  # the issue: within two seconds
     assert client.stderr() == 'connection closed by server\n'
 
 
