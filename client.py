@@ -2,9 +2,16 @@
 """The non-blocking section's client: send 'my client:<pid>' every second and print the reply."""
 import argparse
 import os
+import select
 import socket
 import sys
 import time
+
+
+def closed(client):
+    """Has the server closed the connection? Peek at what waits in the socket, without waiting."""
+    readable, _, _ = select.select([client], [], [], 0)
+    return bool(readable) and client.recv(1, socket.MSG_PEEK) == b''
 
 
 def main():
@@ -12,6 +19,8 @@ def main():
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8800)
     args = parser.parse_args()
+    # Line by line even into a pipe or a file: a client's output is watched as it happens.
+    sys.stdout.reconfigure(line_buffering=True)
 
     client = socket.socket()
     try:
@@ -30,6 +39,8 @@ def main():
                 # The seed printed b'' here forever, until send() raised BrokenPipeError.
                 sys.exit('connection closed by server')
             print(data)
+            if closed(client):  # a server that closed after its last reply: say so now, not a round later
+                sys.exit('connection closed by server')
     except OSError:  # reset or broken pipe: the server went away
         sys.exit('connection closed by server')
     except KeyboardInterrupt:

@@ -52,7 +52,8 @@ def main():
     args = parser.parse_args()
     # Bytes a terminal sends that are not UTF-8 go to the server as they are; nothing crashes.
     sys.stdin.reconfigure(errors='surrogateescape')
-    sys.stdout.reconfigure(errors='replace')
+    # Line by line even into a pipe or a file: a client's output is watched as it happens.
+    sys.stdout.reconfigure(errors='replace', line_buffering=True)
     # With a pipe as stdin there is no one to prompt: print only the replies.
     interactive = sys.stdin.isatty()
 
