@@ -77,6 +77,7 @@ def main():
             msg = input()
             if not msg:
                 continue
+            client.settimeout(FIRST)
             client.sendall(msg.encode('utf-8', 'surrogateescape'))
             data = read_reply(client, decoder)
             if data:
@@ -86,6 +87,8 @@ def main():
     except (EOFError, KeyboardInterrupt):  # Ctrl-D or the end of piped input; Ctrl-C
         if interactive:
             print()
+    except socket.timeout:  # a line of megabytes: the server waits for us to read its replies
+        sys.exit(f'the server stopped taking our line for {FIRST} s (it waits for us to read); giving up')
     except OSError:  # reset or broken pipe: the server went away
         sys.exit('connection closed by server')
     finally:
