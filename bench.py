@@ -289,7 +289,8 @@ def fmt(value, spec):
 
 
 def print_tables(results, most):
-    ref = {load['conns']: load['cpu_us_per_rt'] for load in results.get('asyncio', {}).get('loads', [])}
+    asyncio_loads = results.get('asyncio', {}).get('loads', [])
+    ref = {load['conns']: load['cpu_us_per_rt'] for load in asyncio_loads}
     print(f'{"server":12} {"idle CPU %":>10} {"KiB/conn 1k":>12} {"KiB/conn 10k":>13} '
           f'{"most clients":>13}')
     for name, r in results.items():
@@ -321,7 +322,8 @@ def main():
     parser.add_argument('--serve-asyncio', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--load', dest='phase', help=argparse.SUPPRESS)
     for hidden in ('--server', '--port', '--pid', '--most'):
-        parser.add_argument(hidden, type=str if hidden == '--server' else int, help=argparse.SUPPRESS)
+        parser.add_argument(hidden, type=str if hidden == '--server' else int,
+                            help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if resource:  # room for 10,000 connections, in us and in the servers we start

@@ -39,7 +39,7 @@ def main():
                 # The seed printed b'' here forever, until send() raised BrokenPipeError.
                 sys.exit('connection closed by server')
             print(data)
-            if closed(client):  # a server that closed after its last reply: say so now, not a round later
+            if closed(client):  # it closed after its last reply: say so now, not a round later
                 sys.exit('connection closed by server')
     except OSError:  # reset or broken pipe: the server went away
         sys.exit('connection closed by server')

@@ -41,7 +41,7 @@ def wait_for_keyboard(sel, client, decoder):
             if key.fileobj is sys.stdin:
                 return
         print()  # the socket woke us, not the keyboard: end the prompt's line
-        print(read_reply(client, decoder))  # exits if the server closed; else data nobody asked for
+        print(read_reply(client, decoder))  # exits if the server closed; else unasked-for data
         print('>>:', end='', flush=True)
 
 
@@ -88,7 +88,8 @@ def main():
         if interactive:
             print()
     except socket.timeout:  # a line of megabytes: the server waits for us to read its replies
-        sys.exit(f'the server stopped taking our line for {FIRST} s (it waits for us to read); giving up')
+        sys.exit(f'the server stopped taking our line for {FIRST} s '
+                 '(it waits for us to read); giving up')
     except OSError:  # reset or broken pipe: the server went away
         sys.exit('connection closed by server')
     finally:

@@ -81,16 +81,19 @@ def main():
                     except (BlockingIOError, ConnectionAbortedError):
                         continue  # the client gave up before we got to it
                     except OSError as e:
-                        if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        if e.errno not in (errno.EMFILE, errno.ENFILE,
+                                           errno.ENOBUFS, errno.ENOMEM):
                             raise
                         # Like asyncio: pause accepting for a second instead of spinning.
-                        print(f'accept: {e.strerror}; pausing new connections for 1 s', file=sys.stderr)
+                        print(f'accept: {e.strerror}; pausing new connections for 1 s',
+                              file=sys.stderr)
                         rlist.remove(server)
                         resume_accept = time.monotonic() + 1
                         continue
+                    # select() would raise ValueError on every call: refuse this one, serve the rest.
                     if os.name != 'nt' and conn.fileno() >= FD_SETSIZE:
-                        print(f'refusing {addr}: descriptor {conn.fileno()} is past what select() can watch',
-                              file=sys.stderr)
+                        print(f'refusing {addr}: descriptor {conn.fileno()} '
+                              'is past what select() can watch', file=sys.stderr)
                         conn.close()
                         continue
                     conn.setblocking(False)  # accept() hands back a blocking socket on Linux

@@ -162,7 +162,8 @@ def test_reply_rule(server):
         c.sendall('你好abcé'.encode())
         expected = {'nonblocking_server.py': b'my server',
                     'select_server.py': '你好ABCÉ'.encode(),  # str.upper()
-                    'selectors_server.py': '你好ABCé'.encode() + b'_SB'}[server.script]  # bytes.upper()
+                    'selectors_server.py': '你好ABCé'.encode() + b'_SB',  # bytes.upper()
+                    }[server.script]
         assert recv_exactly(c, len(expected)) == expected
         for _ in range(3):
             assert round_trip(c, server.script, b'hello again')
@@ -519,7 +520,8 @@ def test_interactive_client_at_a_terminal(tmp_path, procs, key):
 
 def test_interactive_client_when_the_server_goes_away(tmp_path, procs):
     server = Server(tmp_path, 'select_server.py')
-    client = Proc(tmp_path, 'interactive_client.py', '--port', str(server.port), stdin=subprocess.PIPE)
+    client = Proc(tmp_path, 'interactive_client.py', '--port', str(server.port),
+                  stdin=subprocess.PIPE)
     procs.extend([server, client])
     client.p.stdin.write(b'one\n')
     client.p.stdin.flush()
