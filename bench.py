@@ -217,7 +217,10 @@ def run_phase(name, phase, seconds, most):
     script = SCRIPTS[name]
     cmd = [sys.executable, os.path.join(HERE, script)] if script else \
         [sys.executable, os.path.abspath(__file__), '--serve-asyncio']
-    server = subprocess.Popen(cmd + ['--port', str(port)],
+    # A shell's background job ignores SIGINT, and its children inherit that: restore it, so
+    # that Ctrl-C (SIGINT below) stops the server as it would at a terminal.
+    restore = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if os.name != 'nt' else None
+    server = subprocess.Popen(cmd + ['--port', str(port)], preexec_fn=restore,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
