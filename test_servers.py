@@ -1,6 +1,7 @@
 """Run the real scripts as processes and talk to them over real sockets on free ports."""
 import os
 import pathlib
+import selectors
 import signal
 import socket
 import struct
@@ -184,6 +185,30 @@ def test_disconnect_ends_one_client_only(server, how):
         c.close()
         time.sleep(0.3)
         round_trip(other, server.script, b'after')
+    server.alive()
+
+
+def test_burst_of_connects_needs_no_retries(server):
+    """300 clients connect at once. With the seed's listen(5) the kernel drops most of the SYNs,
+    and those clients connect only after TCP's first retry, a second later."""
+    socks = []
+    with selectors.DefaultSelector() as sel:
+        t0 = time.monotonic()
+        for _ in range(300):
+            s = socket.socket()
+            socks.append(s)
+            s.setblocking(False)
+            s.connect_ex(('127.0.0.1', server.port))
+            sel.register(s, selectors.EVENT_WRITE)
+        connected = 0
+        while connected < 300 and time.monotonic() - t0 < TIMEOUT:
+            for key, _ in sel.select(1):
+                sel.unregister(key.fileobj)
+                connected += 1
+        elapsed = time.monotonic() - t0
+    for s in socks:
+        s.close()
+    assert connected == 300 and elapsed < 0.9, f'{connected} connected in {elapsed:.2f} s'
     server.alive()
 
 
