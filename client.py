@@ -35,11 +35,11 @@ def main():
             client.send(msg.encode())
             time.sleep(1)
             data = client.recv(1024)
-            if not data:
-                # The seed printed b'' here forever, until send() raised BrokenPipeError.
-                sys.exit('connection closed by server')
-            print(data)
-            if closed(client):  # it closed after its last reply: say so now, not a round later
+            if data:
+                print(data)
+            # The seed printed b'' here forever, until send() raised BrokenPipeError. A server
+            # that closed right after its last reply is noticed now, not a round later.
+            if not data or closed(client):
                 sys.exit('connection closed by server')
     except OSError:  # reset or broken pipe: the server went away
         sys.exit('connection closed by server')

@@ -12,6 +12,9 @@ import time
 
 import pytest
 
+# The benchmark's helpers for measuring a server from outside.
+from bench import free_port, server_cpu, server_rss_kib
+
 try:
     import resource
 except ImportError:  # Windows
@@ -29,12 +32,6 @@ def reply_rule(script, data):
     if script == 'select_server.py':
         return data.decode('utf-8', 'surrogateescape').upper().encode('utf-8', 'surrogateescape')
     return data.upper() + b'_SB'
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def raise_nofile(n):
@@ -151,11 +148,6 @@ def recv_until_eof(sock):
         chunks.append(chunk)
 
 
-def rss_kib(pid):
-    with open(f'/proc/{pid}/status') as f:
-        return next(int(line.split()[1]) for line in f if line.startswith('VmRSS:'))
-
-
 # ---- every server -------------------------------------------------------------------------
 
 def test_reply_rule(server):
@@ -221,7 +213,7 @@ def test_idle_client_does_not_starve_another(server):
 
 
 def test_non_reading_flooder_costs_one_buffer(server):
-    base = rss_kib(server.p.pid)
+    base = server_rss_kib(server.p.pid)
     flooder = server.connect()
     flooder.settimeout(0.5)
     blocked = threading.Event()
@@ -249,7 +241,7 @@ def test_non_reading_flooder_costs_one_buffer(server):
                 time.sleep(0.05)
     finally:
         t.join(TIMEOUT)
-    growth = rss_kib(server.p.pid) - base
+    growth = server_rss_kib(server.p.pid) - base
     flooder.close()
     assert growth < 16 * 1024, f'server grew by {growth} KiB while {sent} bytes were sent'
     if server.script != 'nonblocking_server.py':  # its 9-byte replies take ages to fill a buffer
@@ -433,22 +425,15 @@ def test_selectors_holds_10000_clients(tmp_path, procs):
     server.alive()
 
 
-def cpu_seconds(pid):
-    """User plus system CPU time of a process, from /proc."""
-    with open(f'/proc/{pid}/stat') as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
 @pytest.mark.parametrize('script', ['select_server.py', 'selectors_server.py'])
 def test_idle_server_sleeps(tmp_path, procs, script):
     server = Server(tmp_path, script)
     procs.append(server)
     with server.connect():
         time.sleep(0.1)
-        before = cpu_seconds(server.p.pid)
+        before = server_cpu(server.p.pid)
         time.sleep(1)
-        assert cpu_seconds(server.p.pid) - before < 0.05  # a spinning loop would take ~1 s
+        assert server_cpu(server.p.pid) - before < 0.05  # a spinning loop would take ~1 s
 
 
 # ---- the clients ----------------------------------------------------------------------------
