@@ -2,20 +2,86 @@
 """Non-blocking IO in a busy loop, without pause: reply b'my server' to every chunk received."""
 import argparse
 import errno
+import os
+import signal
 import socket
 import sys
 import time
+
+
+class Output:
+    """stdout or stderr that, once it can't be written (a closed pipe, a full disk), says so once
+    and goes quiet. The seed's print() raised into the loop: a lost client, or a dead server."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        self.guard('write', text)
+
+    def flush(self):
+        self.guard('flush')
+
+    def guard(self, method, *args):
+        try:
+            self.stream and getattr(self.stream, method)(*args)
+        except (OSError, ValueError) as e:
+            stream, self.stream = self.stream, None
+            print(f'{stream.name}: {getattr(e, "strerror", e)}; printing no more', file=sys.stderr)
+            # The null device takes what is still buffered, so the last flush at exit can't fail.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+class Trace:
+    """--trace: the loop never sleeps, so once a second one line counts its passes, and what the
+    few that found something did."""
+
+    def __init__(self):
+        self.names = {}  # conn -> 'ip:port'
+        self.start()
+
+    def start(self):
+        self.did = {}  # 'ip:port' -> what we did with it this second
+        self.passes = self.data = self.new = self.closed = 0
+        self.since = time.monotonic()
+
+    def __call__(self, conn, what, nbytes=0):
+        """Count what we did with conn: a line a second can't list every recv."""
+        did = self.did.setdefault(self.names[conn], {})
+        times, total = did.get(what, (0, 0))
+        did[what] = times + 1, total + nbytes
+
+    def tick(self):
+        self.passes += 1
+        now = time.monotonic()
+        if now - self.since < 1:
+            return
+        line = (f'{now - self.since:.2f} s: {self.passes:,} passes, {self.data} with data, '
+                f'{self.new} new connection{"s" * (self.new != 1)}, {self.closed} closed')
+        for name, did in self.did.items():
+            line += f'; {name}: ' + ', '.join(f'{n} {what} ({total} bytes)' if total else what
+                                             for what, (n, total) in did.items())
+        print(line, file=sys.stderr)
+        self.start()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8800)
+    parser.add_argument('--trace', action='store_true',
+                        help='say on stderr, once a second, how many passes the loop made')
     args = parser.parse_args()
+    sys.stdout, sys.stderr = Output(sys.stdout), Output(sys.stderr)
+    if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
+    trace = Trace() if args.trace else None
 
     server = socket.socket()
-    # Rebind at once after Ctrl-C, while old connections sit in TIME_WAIT.
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Rebind at once after Ctrl-C, while old connections sit in TIME_WAIT. Not on Windows: there it
+    # would let a second server take the same port (see socket.create_server).
+    if os.name != 'nt':
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         server.bind((args.host, args.port))
         # listen() with no backlog is short: a burst of connects would wait seconds for retries.
@@ -32,6 +98,8 @@ def main():
     try:
         # The busy loop is the lesson: it never sleeps, so it burns a core even when idle.
         while True:
+            if trace:
+                trace.tick()
             try:
                 if time.monotonic() < resume_accept:
                     raise BlockingIOError  # paused: serve the connections we have
@@ -39,6 +107,10 @@ def main():
                 conn.setblocking(False)  # accept() hands back a blocking socket on Linux
                 con_list.append(conn)
                 outbuf[conn] = b''
+                if trace:
+                    trace.names[conn] = '%s:%s' % addr[:2]
+                    trace.new += 1
+                    trace(conn, 'new')
             except BlockingIOError:
                 for conn in con_list:
                     try:
@@ -49,22 +121,32 @@ def main():
                                 # until send() raised BrokenPipeError and took the server down.
                                 raise ConnectionResetError
                             outbuf[conn] = b'my server'
+                            if trace:
+                                trace.data += 1
+                                trace(conn, 'recv', len(msg))
                         # What the socket can't take now is retried next round, before we
                         # read more: a client that does not read costs us one reply, no more.
                         sent = conn.send(outbuf[conn])
+                        if trace:
+                            trace(conn, 'sent' if sent == len(outbuf[conn]) else
+                                  'partly sent, the rest next pass', sent)
                         outbuf[conn] = outbuf[conn][sent:]
                     except BlockingIOError:
                         pass
                     except OSError:  # reset, broken pipe, timeout: end this client only
                         rm_list.append(conn)
                         conn.close()
+                        if trace:
+                            trace.closed += 1
+                            trace(conn, 'closed')
+                            del trace.names[conn]
                 for conn in rm_list:
                     con_list.remove(conn)
                     del outbuf[conn]
                 else:
                     rm_list.clear()  # 刪除關閉的client
-            except ConnectionAbortedError:
-                pass  # the client gave up before we got to it
+            except ConnectionError:
+                pass  # the client gave up (or, on Windows, reset) before we got to it
             except OSError as e:
                 if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     raise

@@ -2,7 +2,9 @@
 """Multiplexing with selectors (epoll where there is one): reply data.upper() + b'_SB'."""
 import argparse
 import errno
+import os
 import selectors
+import signal
 import socket
 import sys
 import time
@@ -12,23 +14,104 @@ try:
 except ImportError:  # Windows has no resource module
     resource = None
 
+# The kernel calls selectors can wrap, of those this platform has.
+SELECTORS = {name: getattr(selectors, name.capitalize() + 'Selector')
+             for name in ('select', 'poll', 'epoll', 'kqueue', 'devpoll')
+             if hasattr(selectors, name.capitalize() + 'Selector')}
+# Windows: select() sleeps through Ctrl-C, whose handler runs on another thread there, so the
+# KeyboardInterrupt comes only when select() returns. Wake twice a second, as socketserver does.
+POLL = 0.5 if os.name == 'nt' else None
+
+
+def watchable(sel, conn):
+    """SelectSelector has select()'s wall: 512 sockets on Windows, else no descriptor past 1023."""
+    if not isinstance(sel, selectors.SelectSelector):
+        return True
+    return len(sel.get_map()) < 512 if os.name == 'nt' else conn.fileno() < 1024
+
+
+def lift_nofile():
+    """Each client costs a descriptor: lift the soft limit (1024 on Linux, 256 on macOS) as far
+    as we may. macOS refuses its usual hard limit, RLIM_INFINITY: find the most it takes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    refused = (1 << 20 if hard == resource.RLIM_INFINITY else hard) + 1
+    want = refused - 1
+    while want > soft:  # soft: the most taken so far; refused: the least refused
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            refused = want
+        want = (soft + refused) // 2
+
+
+class Output:
+    """stdout or stderr that, once it can't be written (a closed pipe, a full disk), says so once
+    and goes quiet. The seed's print() raised into the loop: a dead server."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        self.guard('write', text)
+
+    def flush(self):
+        self.guard('flush')
+
+    def guard(self, method, *args):
+        try:
+            self.stream and getattr(self.stream, method)(*args)
+        except (OSError, ValueError) as e:
+            stream, self.stream = self.stream, None
+            print(f'{stream.name}: {getattr(e, "strerror", e)}; printing no more', file=sys.stderr)
+            # The null device takes what is still buffered, so the last flush at exit can't fail.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+class Trace:
+    """--trace: one line on stderr per wake-up: each event, its callback, and what that did."""
+
+    def __init__(self, sel):
+        self.sel, self.names, self.did = sel, {}, {}  # socket -> 'ip:port'; -> what we did
+        self.mechanism = next(name for name, cls in SELECTORS.items() if isinstance(sel, cls))
+
+    def __call__(self, sk, what):
+        self.did.setdefault(sk, [self.names.get(sk, 'listener')]).append(what)
+
+    def wake(self, registered, events):
+        parts = []
+        for key, mask in events:
+            name, *what = self.did.get(key.fileobj) or [self.names.get(key.fileobj, 'listener')]
+            kind = 'EVENT_READ' if mask & selectors.EVENT_READ else 'EVENT_WRITE'
+            parts.append(f'{name} {kind} -> {key.data.__name__}: {", ".join(what)}')
+        print(f'{self.mechanism}, {registered} registered -> {"; ".join(parts) or "timeout"}',
+              file=sys.stderr)
+        self.did.clear()
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8800)
+    parser.add_argument('--selector', choices=list(SELECTORS),
+                        help='the kernel call to use, of those this platform has '
+                             '(default: selectors.DefaultSelector, the best of them)')
+    parser.add_argument('--trace', action='store_true',
+                        help='say on stderr what woke each sel.select(), and what we did')
     args = parser.parse_args()
+    sys.stdout, sys.stderr = Output(sys.stdout), Output(sys.stderr)
+    if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
     if resource:
-        # Each client costs a descriptor: lift the soft limit (often 1024) to the hard one.
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass  # macOS refuses an unlimited hard limit; keep what we have
+        lift_nofile()
 
     sock = socket.socket()
-    # Rebind at once after Ctrl-C, while old connections sit in TIME_WAIT.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Rebind at once after Ctrl-C, while old connections sit in TIME_WAIT. Not on Windows: there it
+    # would let a second server take the same port (see socket.create_server).
+    if os.name != 'nt':
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host, args.port))
         # The seed's listen(5) drops connects in a burst; clients then wait seconds.
@@ -37,12 +120,17 @@ def main():
         sock.close()
         sys.exit(f'cannot listen on {args.host}:{args.port}: {getattr(e, "strerror", None) or e}')
     sock.setblocking(False)
-    sel = selectors.DefaultSelector()  # 生成select實例對象
+    # 生成select實例對象: the best this platform has, as in the seed, unless --selector says otherwise.
+    sel = SELECTORS[args.selector]() if args.selector else selectors.DefaultSelector()
+    trace = Trace(sel) if args.trace else None
     outbuf = {}  # conn -> reply bytes the socket could not take yet
     resume_accept = None  # out of descriptors: when to register sock again
 
     def close(conn):
         print('closing', conn)
+        if trace:
+            trace(conn, 'closed')
+            trace.names.pop(conn, None)
         outbuf.pop(conn, None)
         sel.unregister(conn)  # 取消注冊
         conn.close()  # 關閉連接
@@ -53,6 +141,9 @@ def main():
             sent = conn.send(data)
         except BlockingIOError:
             sent = 0
+        if trace:
+            trace(conn, f'sent {sent}' if sent == len(data) else
+                  f'sent {sent} of {len(data)}, waiting for EVENT_WRITE')
         if sent < len(data):
             outbuf[conn] = data[sent:]
             # Stop reading from a client that is not reading our replies: memory stays bounded.
@@ -70,6 +161,8 @@ def main():
     def read(conn, mask):
         try:
             data = conn.recv(1024)  # should be ready: select said so
+            if trace:
+                trace(conn, f'recv {len(data)} bytes')
             if not data:
                 close(conn)
                 return
@@ -81,8 +174,8 @@ def main():
         nonlocal resume_accept
         try:
             conn, addr = sock.accept()  # should be ready: select said so
-        except (BlockingIOError, ConnectionAbortedError):
-            return  # the client gave up before we got to it
+        except (BlockingIOError, ConnectionError):
+            return  # the client gave up (or, on Windows, reset) before we got to it
         except OSError as e:
             if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 raise
@@ -91,7 +184,15 @@ def main():
             sel.unregister(sock)
             resume_accept = time.monotonic() + 1
             return
+        name = '%s:%s' % addr[:2]
+        if not watchable(sel, conn):  # sel.select() would raise ValueError: refuse, serve the rest
+            print(f'refusing {name}: past what select() can watch', file=sys.stderr)
+            conn.close()
+            return
         print('-------', conn)
+        if trace:
+            trace.names[conn] = name
+            trace(sock, f'accepted {name}')
         conn.setblocking(False)  # accept() hands back a blocking socket on Linux
         # 注冊conn,回調 read函數
         sel.register(conn, selectors.EVENT_READ, read)
@@ -104,11 +205,17 @@ def main():
                 sel.register(sock, selectors.EVENT_READ, accept)
                 resume_accept = None
             print('wating....')
-            # Block with no timeout while idle; wake only to resume accepting.
-            events = sel.select(resume_accept and max(0, resume_accept - time.monotonic()))
+            # Block with no timeout while idle; wake to resume accepting, and on Windows for Ctrl-C.
+            timeout = POLL
+            if resume_accept:
+                timeout = min(POLL or 1, max(0, resume_accept - time.monotonic()))
+            registered = trace and len(sel.get_map())
+            events = sel.select(timeout)
             for key, mask in events:
                 callback = key.data  # accept, read or write
                 callback(key.fileobj, mask)
+            if trace:
+                trace.wake(registered, events)
     except KeyboardInterrupt:
         print('server stopped', file=sys.stderr)
     finally:
