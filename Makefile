@@ -16,14 +16,17 @@ help:
 	@echo 'make clean             remove .venv and caches'
 	@echo 'Variables: PYTHON=$(PYTHON) PORT=$(PORT)'
 
-# Use $(PYTHON) when it has pytest; otherwise a local .venv with pytest in it.
+# Use $(PYTHON) when it has pytest; otherwise .venv with pytest in it, made from $(PYTHON) itself:
+# a .venv left from another interpreter is made again, so that PYTHON= is always obeyed.
 test:
 	@if $(PYTHON) -c 'import pytest' 2>/dev/null; then py='$(PYTHON)'; else \
-	    if ! .venv/bin/python -c 'import pytest' 2>/dev/null; then \
-	        echo '$(PYTHON) has no pytest: installing it in .venv'; \
+	    want=$$($(PYTHON) -c 'import sys; print(sys.version)'); \
+	    have=$$(.venv/bin/python -c 'import pytest, sys; print(sys.version)' 2>/dev/null); \
+	    if [ "$$have" != "$$want" ]; then \
+	        echo '$(PYTHON) has no pytest: installing it in .venv'; rm -rf .venv; \
 	        $(PYTHON) -m venv .venv && .venv/bin/python -m pip install -q pytest || exit 1; \
 	    fi; py=.venv/bin/python; fi; \
-	$$py -m pytest -q test_servers.py
+	$$py -m pytest -q -rs test_servers.py
 
 bench:
 	$(PYTHON) bench.py
@@ -44,4 +47,4 @@ interactive:
 	$(PYTHON) interactive_client.py --port $(PORT)
 
 clean:
-	rm -rf .venv .pytest_cache __pycache__
+	rm -rf .venv .pytest_cache .benchmarks __pycache__

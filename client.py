@@ -3,6 +3,7 @@
 import argparse
 import os
 import select
+import signal
 import socket
 import sys
 import time
@@ -19,6 +20,8 @@ def main():
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8800)
     args = parser.parse_args()
+    if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
     # Line by line even into a pipe or a file: a client's output is watched as it happens.
     sys.stdout.reconfigure(line_buffering=True)
 

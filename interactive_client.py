@@ -4,6 +4,7 @@ import argparse
 import codecs
 import os
 import selectors
+import signal
 import socket
 import sys
 
@@ -50,6 +51,8 @@ def main():
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8800)
     args = parser.parse_args()
+    if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
     # Bytes a terminal sends that are not UTF-8 go to the server as they are; nothing crashes.
     sys.stdin.reconfigure(errors='surrogateescape')
     # Line by line even into a pipe or a file: a client's output is watched as it happens.

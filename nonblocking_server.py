@@ -72,6 +72,7 @@ def main():
     parser.add_argument('--trace', action='store_true',
                         help='say on stderr, once a second, how many passes the loop made')
     args = parser.parse_args()
+    sys.stderr.reconfigure(line_buffering=True)  # as Python 3.9 and newer have it
     sys.stdout, sys.stderr = Output(sys.stdout), Output(sys.stderr)
     if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
         signal.signal(signal.SIGBREAK, signal.default_int_handler)

@@ -71,6 +71,7 @@ def main():
     args = parser.parse_args()
     # A learner's terminal may not take every character; never crash on a print.
     sys.stdout.reconfigure(errors='backslashreplace')
+    sys.stderr.reconfigure(line_buffering=True)  # as Python 3.9 and newer have it
     sys.stdout, sys.stderr = Output(sys.stdout), Output(sys.stderr)
     if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
         signal.signal(signal.SIGBREAK, signal.default_int_handler)

@@ -101,6 +101,7 @@ def main():
     parser.add_argument('--trace', action='store_true',
                         help='say on stderr what woke each sel.select(), and what we did')
     args = parser.parse_args()
+    sys.stderr.reconfigure(line_buffering=True)  # as Python 3.9 and newer have it
     sys.stdout, sys.stderr = Output(sys.stdout), Output(sys.stderr)
     if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
         signal.signal(signal.SIGBREAK, signal.default_int_handler)

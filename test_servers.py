@@ -1,6 +1,5 @@
 """Run the real scripts as processes and talk to them over real sockets on free ports."""
 import os
-import pathlib
 import selectors
 import signal
 import socket
@@ -12,140 +11,47 @@ import time
 
 import pytest
 
-# The benchmark's helpers for measuring a server from outside.
-from bench import free_port, server_cpu, server_rss_kib
+from conftest import (ENV, HERE, SERVERS, TIMEOUT, free_port, passes, peer, raise_nofile,
+                      recv_exactly, recv_until_eof, reply_rule, round_trip, usage, wait_for)
 
 try:
     import resource
 except ImportError:  # Windows
     resource = None
 
-HERE = pathlib.Path(__file__).resolve().parent
-SERVERS = ['nonblocking_server.py', 'select_server.py', 'selectors_server.py']
-TIMEOUT = 5  # seconds: every socket and every wait has one
+MULTIPLEXED = ['select_server.py', 'selectors_server.py']
+POSIX_ONLY = pytest.mark.skipif(os.name == 'nt', reason='needs POSIX signals and rlimits')
 
 
-def reply_rule(script, data):
-    """What the server answers to one chunk of bytes."""
-    if script == 'nonblocking_server.py':
-        return b'my server'
-    if script == 'select_server.py':
-        return data.decode('utf-8', 'surrogateescape').upper().encode('utf-8', 'surrogateescape')
-    return data.upper() + b'_SB'
+class Flooder:
+    """A client that sends `data` (`times` over) from a thread without reading, counting what
+    the server took. Once the server stops taking it, the thread gives up after `patience` s."""
 
+    def __init__(self, sock, data, times=1, then_shutdown=True, patience=None):
+        self.sock, self.data, self.total, self.sent = sock, data, len(data) * times, 0
+        sock.settimeout(patience)
+        self.thread = threading.Thread(target=self.run, args=(then_shutdown,), daemon=True)
+        self.thread.start()
 
-def raise_nofile(n):
-    """Let this test process hold n sockets, or skip the test."""
-    if resource is None:
-        pytest.skip('no resource module')
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < n:
-        pytest.skip(f'hard RLIMIT_NOFILE is {hard}, below {n}')
-    if soft != resource.RLIM_INFINITY and soft < n:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+    def run(self, then_shutdown):
+        view = memoryview(self.data)
+        try:
+            while self.sent < self.total:
+                at = self.sent % len(view)
+                self.sent += self.sock.send(view[at:at + 65536])
+            if then_shutdown:
+                self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # our patience ran out, or the test closed the socket
 
-
-class Proc:
-    """A script running as a process, its output in files."""
-
-    def __init__(self, tmp_path, script, *args, nofile=None, stdin=subprocess.DEVNULL):
-        self.script = script
-        self.out = tmp_path / f'{script}.{id(self)}.out'
-        self.err = tmp_path / f'{script}.{id(self)}.err'
-
-        def child_setup():
-            # A shell's background jobs ignore SIGINT; our Ctrl-C must reach the script.
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            if nofile:
-                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
-
-        with open(self.out, 'wb') as out, open(self.err, 'wb') as err:
-            self.p = subprocess.Popen([sys.executable, str(HERE / script), *args], cwd=HERE,
-                                      stdin=stdin, stdout=out, stderr=err,
-                                      preexec_fn=child_setup if os.name != 'nt' else None)
-
-    def stdout(self):
-        return self.out.read_text(encoding='utf-8', errors='replace')
-
-    def stderr(self):
-        return self.err.read_text(encoding='utf-8', errors='replace')
-
-    def interrupt(self):
-        """Ctrl-C, as a person would press it; return the exit code."""
-        self.p.send_signal(signal.SIGINT)
-        return self.p.wait(TIMEOUT)
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait(TIMEOUT)
-        if self.p.stdin:
-            self.p.stdin.close()
-
-
-class Server(Proc):
-    def __init__(self, tmp_path, script, port=None, nofile=None):
-        self.port = port or free_port()
-        super().__init__(tmp_path, script, '--port', str(self.port), nofile=nofile)
-        deadline = time.monotonic() + TIMEOUT
-        while True:  # wait until it accepts
-            assert self.p.poll() is None, f'{script} exited: {self.stderr()}'
-            try:
-                socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT).close()
-                return
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline, f'{script} did not start listening'
-                time.sleep(0.05)
-
-    def connect(self):
-        return socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT)
-
-    def alive(self):
-        """The process runs, printed no traceback, and still answers a new client."""
-        assert self.p.poll() is None, self.stderr()
-        assert 'Traceback' not in self.stderr()
-        with self.connect() as c:
-            assert round_trip(c, self.script, b'still there?')
-
-
-@pytest.fixture
-def procs():
-    """Every process a test starts is stopped, even when the test fails."""
-    started = []
-    yield started
-    for p in started:
-        p.stop()
-
-
-@pytest.fixture(params=SERVERS)
-def server(request, tmp_path, procs):
-    procs.append(Server(tmp_path, request.param))
-    return procs[-1]
-
-
-def recv_exactly(sock, n):
-    data = b''
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, f'connection closed after {len(data)} of {n} bytes'
-        data += chunk
-    return data
-
-
-def round_trip(sock, script, data):
-    sock.sendall(data)
-    expected = reply_rule(script, data)
-    assert recv_exactly(sock, len(expected)) == expected
-    return True
-
-
-def recv_until_eof(sock):
-    chunks = []
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b''.join(chunks)
-        chunks.append(chunk)
+    def stalled(self, quiet=0.3):
+        """Wait until the server stops taking our bytes; False if it took them all."""
+        while self.sent < self.total:
+            before = self.sent
+            time.sleep(quiet)
+            if self.sent == before:
+                return True
+        return False
 
 
 # ---- every server -------------------------------------------------------------------------
@@ -162,20 +68,17 @@ def test_reply_rule(server):
             assert round_trip(c, server.script, b'hello again')
 
 
-@pytest.mark.parametrize('how', ['orderly', 'reset', 'unread replies'])
+@pytest.mark.parametrize('how', ['orderly', 'reset'])
 def test_disconnect_ends_one_client_only(server, how):
-    other = server.connect()
-    with other:
+    with server.connect() as other:
         round_trip(other, server.script, b'before')
         c = server.connect()
         round_trip(c, server.script, b'hi')
         if how == 'reset':  # close with SO_LINGER 0 sends RST
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
             c.sendall(b'x' * 5000)
-        elif how == 'unread replies':  # the server is still sending when we vanish
-            c.sendall(b'y' * 200_000)
         c.close()
-        time.sleep(0.3)
+        time.sleep(0.2)
         round_trip(other, server.script, b'after')
     server.alive()
 
@@ -183,73 +86,84 @@ def test_disconnect_ends_one_client_only(server, how):
 def test_burst_of_connects_needs_no_retries(server):
     """300 clients connect at once. With the seed's listen(5) the kernel drops most of the SYNs,
     and those clients connect only after TCP's first retry, a second later."""
-    socks = []
-    with selectors.DefaultSelector() as sel:
-        t0 = time.monotonic()
-        for _ in range(300):
-            s = socket.socket()
-            socks.append(s)
-            s.setblocking(False)
-            s.connect_ex(('127.0.0.1', server.port))
-            sel.register(s, selectors.EVENT_WRITE)
-        connected = 0
-        while connected < 300 and time.monotonic() - t0 < TIMEOUT:
-            for key, _ in sel.select(1):
-                sel.unregister(key.fileobj)
-                connected += 1
-        elapsed = time.monotonic() - t0
-    for s in socks:
-        s.close()
-    assert connected == 300 and elapsed < 0.9, f'{connected} connected in {elapsed:.2f} s'
+    socks = [socket.socket() for _ in range(300)]
+    connected = 0
+    try:
+        with selectors.DefaultSelector() as sel:
+            t0 = time.monotonic()
+            for s in socks:
+                s.setblocking(False)
+                s.connect_ex(('127.0.0.1', server.port))
+                sel.register(s, selectors.EVENT_WRITE)
+            while connected < 300 and time.monotonic() - t0 < TIMEOUT:
+                for key, _ in sel.select(0.5):
+                    sel.unregister(key.fileobj)
+                    # Writable also means failed: only SO_ERROR 0 is a connection.
+                    assert key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                    connected += 1
+            elapsed = time.monotonic() - t0
+    finally:
+        for s in socks:
+            s.close()
+    # Here: a few ms. After a dropped SYN: a second or more.
+    assert connected == 300 and elapsed < 0.5, f'{connected} connected in {elapsed:.2f} s'
     server.alive()
 
 
-def test_idle_client_does_not_starve_another(server):
+@pytest.mark.parametrize('sends', [b'', b'\xe4\xbd'], ids=['nothing', 'half a character'])
+def test_idle_client_does_not_starve_another(server, sends):
     with server.connect() as idle, server.connect() as busy:
+        idle.sendall(sends)  # then nothing more
         for i in range(5):
             assert round_trip(busy, server.script, b'ping %d' % i)
-        idle.sendall(b'now')
+        if sends and server.script == 'selectors_server.py':  # bytes in, bytes out
+            assert recv_exactly(idle, 5) == b'\xe4\xbd_SB'
         assert round_trip(busy, server.script, b'still served')
-
-
-def test_non_reading_flooder_costs_one_buffer(server):
-    base = server_rss_kib(server.p.pid)
-    flooder = server.connect()
-    flooder.settimeout(0.5)
-    blocked = threading.Event()
-    sent = 0
-
-    def flood():
-        nonlocal sent
-        chunk = b'z' * 65536
-        deadline = time.monotonic() + 3
-        try:
-            while time.monotonic() < deadline:
-                flooder.sendall(chunk)
-                sent += len(chunk)
-        except socket.timeout:
-            blocked.set()  # the server stopped reading from us: flow control works
-        except OSError:
-            pass
-
-    t = threading.Thread(target=flood)
-    t.start()
-    try:
-        with server.connect() as other:
-            for i in range(20):
-                assert round_trip(other, server.script, b'hello %d' % i)
-                time.sleep(0.05)
-    finally:
-        t.join(TIMEOUT)
-    growth = server_rss_kib(server.p.pid) - base
-    flooder.close()
-    assert growth < 16 * 1024, f'server grew by {growth} KiB while {sent} bytes were sent'
-    if server.script != 'nonblocking_server.py':  # its 9-byte replies take ages to fill a buffer
-        assert blocked.is_set(), f'the server went on reading: {sent} bytes taken'
     server.alive()
 
 
-def test_half_close_gets_whole_reply(server):
+@pytest.mark.parametrize('script', MULTIPLEXED)
+def test_non_reading_client_gets_every_byte_in_order(start, script):
+    """24 MB, far more than the socket buffers hold, sent without reading: the server's replies
+    back up, so its send() takes only part of one. It must keep the rest, stop reading from us
+    meanwhile (memory stays bounded), serve everyone else, and lose nothing."""
+    server = start.server(script)
+    data = bytes(97 + i % 26 for i in range(24 << 20))  # a..z
+    base = usage(server.p.pid)[1]
+    c = server.connect()
+    flooder = Flooder(c, data, patience=20)
+    with c:
+        assert flooder.stalled(), 'the server read all 24 MB while its replies waited'
+        growth = usage(server.p.pid)[1] - base
+        with server.connect() as other:
+            for i in range(10):
+                assert round_trip(other, script, b'served meanwhile %d' % i)
+        reply = recv_until_eof(c)
+    flooder.thread.join(TIMEOUT)
+    assert growth < 8 * 1024, f'the server grew by {growth} KiB while our replies waited'
+    if script == 'selectors_server.py':
+        assert reply.count(b'_SB') >= len(data) // 1024
+        reply = reply.replace(b'_SB', b'')
+    assert reply == data.upper()
+    server.alive()
+
+
+@pytest.mark.parametrize('script', MULTIPLEXED)
+def test_vanishing_while_a_reply_waits(start, script):
+    """Reset by a client whose reply is still waiting: the connection leaves wlist (or its
+    EVENT_WRITE registration) for good."""
+    server = start.server(script)
+    c = server.connect()
+    flooder = Flooder(c, b'y' * 65536, times=1024, then_shutdown=False, patience=1)
+    assert flooder.stalled(), 'the server took 64 MB without reading its replies'
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    c.close()
+    flooder.thread.join(TIMEOUT)
+    time.sleep(0.2)
+    server.alive()
+
+
+def test_upload_then_half_close_gets_whole_reply(server):
     data = bytes(97 + i % 26 for i in range(1 << 20))  # 1 MiB of a..z
     c = server.connect()
 
@@ -273,7 +187,7 @@ def test_half_close_gets_whole_reply(server):
     server.alive()
 
 
-def test_ctrl_c_stops_quietly_and_restarts_at_once(server, tmp_path, procs):
+def test_ctrl_c_stops_quietly_and_restarts_at_once(server, start):
     with server.connect() as c:
         round_trip(c, server.script, b'hi')
         t0 = time.monotonic()
@@ -282,48 +196,56 @@ def test_ctrl_c_stops_quietly_and_restarts_at_once(server, tmp_path, procs):
         assert c.recv(100) == b''  # it closed our connection
     assert 'Traceback' not in server.stderr()
     # The server closed first, so its side sits in TIME_WAIT: SO_REUSEADDR lets it bind again.
-    procs.append(Server(tmp_path, server.script, port=server.port))
-    procs[-1].alive()
+    start.server(server.script, port=server.port).alive()
 
 
-def test_port_taken_is_one_line_no_traceback(tmp_path, procs):
+@pytest.mark.parametrize('script', SERVERS)
+def test_port_taken_is_one_line_no_traceback(start, script):
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for script in SERVERS:
-            procs.append(Proc(tmp_path, script, '--port', str(port)))
-            assert procs[-1].p.wait(TIMEOUT) != 0
-            err = procs[-1].stderr()
-            assert f'127.0.0.1:{port}' in err and 'in use' in err, err
-            assert 'Traceback' not in err and err.count('\n') <= 1, err
+        p = start(script, '--port', str(port))
+        assert p.p.wait(TIMEOUT) != 0
+    err = p.stderr()
+    assert err.startswith(f'cannot listen on 127.0.0.1:{port}: ') and err.count('\n') == 1, err
 
 
-def test_out_of_descriptors_pauses_accepting(tmp_path, procs):
-    for script in SERVERS:
-        server = Server(tmp_path, script, nofile=(40, 40))
-        procs.append(server)
-        first = server.connect()
-        clients = [server.connect() for _ in range(60)]  # the kernel queues what we don't accept
-        round_trip(first, script, b'served while out of descriptors')
-        time.sleep(1.5)
-        assert 'Too many open files' in server.stderr()
-        # Pausing, not spinning: a line at most every second or so.
-        assert server.stderr().count('pausing') <= 3, server.stderr()
-        for c in clients[:40]:
-            c.close()
-        round_trip(clients[-1], script, b'accepted once descriptors were free')  # within TIMEOUT
-        round_trip(first, script, b'and the first still served')
-        for c in [first] + clients[40:]:
-            c.close()
-        server.alive()
+@POSIX_ONLY
+@pytest.mark.parametrize('script', SERVERS)
+def test_out_of_descriptors_pauses_then_resumes_on_its_own(start, script):
+    """A limit of 40 descriptors, 60 clients. The server accepts what it can, says 'Too many open
+    files' and stops accepting for a second. We free descriptors at once, during the pause,
+    and then nothing stirs: accepting must resume on the timer, not on the next event."""
+    server = start.server(script, nofile=(40, 40))
+    first = server.connect()
+    clients = [server.connect() for _ in range(60)]  # the kernel queues what it doesn't accept
+    wait_for(lambda: 'Too many open files' in server.stderr(), 'the first EMFILE')
+    paused = time.monotonic()
+    round_trip(first, script, b'served while out of descriptors')
+    for c in clients[:30]:  # accepted ones: the server wakes, reads EOF and closes them
+        c.close()
+    time.sleep(0.3)
+    last = clients[-1]  # still in the kernel's queue: nothing the server watches
+    last.settimeout(3)
+    round_trip(last, script, b'accepted once the pause ran out')
+    elapsed = time.monotonic() - paused
+    assert 0.5 < elapsed < 2.5, f'accepting resumed {elapsed:.2f} s after the pause began'
+    # Pausing, not spinning: a line at most every second or so.
+    assert server.stderr().count('pausing') <= 3, server.stderr()
+    round_trip(first, script, b'and the first still served')
+    for c in [first] + clients[30:]:
+        c.close()
+    server.alive()
 
 
-def test_help_names_the_io_model():
-    for script, words in zip(SERVERS, ['Non-blocking', 'select.select()', 'selectors']):
-        out = subprocess.run([sys.executable, str(HERE / script), '--help'], capture_output=True,
-                             text=True, timeout=TIMEOUT)
-        assert out.returncode == 0 and words in out.stdout and '--port' in out.stdout
+@pytest.mark.parametrize('script, words', zip(SERVERS, ['Non-blocking', 'select.select()',
+                                                          'selectors']))
+def test_help_names_the_io_model(script, words):
+    out = subprocess.run([sys.executable, str(HERE / script), '--help'], capture_output=True,
+                         text=True, timeout=TIMEOUT)
+    assert out.returncode == 0 and words in out.stdout and '--port' in out.stdout
+    assert '--trace' in out.stdout
 
 
 def test_importing_starts_nothing():
@@ -333,11 +255,78 @@ def test_importing_starts_nothing():
     assert out.stdout == 'ok\n' and out.returncode == 0
 
 
+# ---- --trace, and output that can't be written ------------------------------------------------
+
+@pytest.mark.parametrize('script', SERVERS)
+def test_trace_names_each_client(start, script):
+    server = start.server(script, '--trace')
+    with server.connect() as c:
+        round_trip(c, script, b'hello')
+        name = peer(c)
+        # What the kernel reported, and what the server did with it.
+        line = {'nonblocking_server.py': f'{name}: new, 1 recv (5 bytes), 1 sent (9 bytes)',
+                'select_server.py': f'readable: {name} -> recv 5 bytes, sent 5',
+                'selectors_server.py': f'registered -> {name} EVENT_READ -> read: recv 5 bytes, '
+                                       'sent 8'}[script]
+        wait_for(lambda: line in server.stderr(), line)
+    if script == 'nonblocking_server.py':  # one line a second, counting passes
+        assert passes(server.stderr())[-1] > 0
+    assert 'Traceback' not in server.stderr()
+
+
+@pytest.mark.parametrize('script', SERVERS)
+def test_trace_changes_no_reply(start, script):
+    server = start.server(script, '--trace')
+    clients = [server.connect() for _ in range(30)]
+    try:
+        for i in range(20):
+            for n, c in enumerate(clients):
+                c.sendall(b'client %d says %d' % (n, i))
+            for n, c in enumerate(clients):
+                expected = reply_rule(script, b'client %d says %d' % (n, i))
+                assert recv_exactly(c, len(expected)) == expected
+    finally:
+        for c in clients:
+            c.close()
+    server.alive()
+
+
+@pytest.mark.parametrize('stream, target', [('stdout', 'closed pipe'), ('stdout', '/dev/full'),
+                                            ('stderr', 'closed pipe')])
+@pytest.mark.parametrize('script', SERVERS)
+def test_output_gone_costs_no_client(start, script, stream, target):
+    """`python select_server.py | head -1`, a full disk, a closed terminal: the server says so
+    once and serves on. Unbuffered, so that the very first print meets the broken stream."""
+    if target == '/dev/full' and not os.path.exists('/dev/full'):
+        pytest.skip('no /dev/full here')
+    if target == 'closed pipe':
+        read_end, broken = os.pipe()
+        os.close(read_end)
+    else:
+        broken = os.open(target, os.O_WRONLY)
+    try:
+        server = start.server(script, '--trace', env={'PYTHONUNBUFFERED': '1'},
+                              **{stream: broken})
+    finally:
+        os.close(broken)
+    for i in range(5):  # several clients in turn
+        with server.connect() as c:
+            round_trip(c, script, b'client %d' % i)
+            time.sleep(0.05)
+    if script == 'nonblocking_server.py' and stream == 'stderr':
+        time.sleep(1.1)  # its trace line comes once a second
+    server.alive()
+    assert server.interrupt() == 0
+    err = server.stderr()
+    if stream == 'stdout' and script != 'nonblocking_server.py':  # it prints nothing there
+        assert err.count('printing no more') == 1, err
+    assert 'Traceback' not in err and 'Exception ignored' not in err, err
+
+
 # ---- each server's own ----------------------------------------------------------------------
 
-def test_select_prints_the_seed_messages(tmp_path, procs):
-    server = Server(tmp_path, 'select_server.py')
-    procs.append(server)
+def test_select_prints_the_seed_messages(start):
+    server = start.server('select_server.py')
     with server.connect() as c:
         round_trip(c, 'select_server.py', 'hello 你好'.encode())
     server.interrupt()
@@ -345,9 +334,8 @@ def test_select_prints_the_seed_messages(tmp_path, procs):
     assert '接收消息: hello 你好\n' in server.stdout()
 
 
-def test_selectors_prints_the_seed_messages(tmp_path, procs):
-    server = Server(tmp_path, 'selectors_server.py')
-    procs.append(server)
+def test_selectors_prints_the_seed_messages(start):
+    server = start.server('selectors_server.py')
     with server.connect() as c:
         round_trip(c, 'selectors_server.py', b'hello')
     time.sleep(0.2)
@@ -357,9 +345,8 @@ def test_selectors_prints_the_seed_messages(tmp_path, procs):
     assert '------- <socket.socket' in out and 'closing <socket.socket' in out
 
 
-def test_select_upper_cases_a_character_split_between_recvs(tmp_path, procs):
-    server = Server(tmp_path, 'select_server.py')
-    procs.append(server)
+def test_select_upper_cases_a_character_split_between_recvs(start):
+    server = start.server('select_server.py')
     with server.connect() as c:
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.sendall(b'a\xc3')  # the first byte of é
@@ -369,9 +356,8 @@ def test_select_upper_cases_a_character_split_between_recvs(tmp_path, procs):
         assert recv_exactly(c, len(expected)) == expected
 
 
-def test_select_returns_invalid_utf8_unchanged(tmp_path, procs):
-    server = Server(tmp_path, 'select_server.py')
-    procs.append(server)
+def test_select_returns_invalid_utf8_unchanged(start):
+    server = start.server('select_server.py')
     with server.connect() as c:
         c.sendall(b'abc\xff\xfedef\xc3(')
         assert recv_exactly(c, 10) == b'ABC\xff\xfeDEF\xc3('
@@ -383,18 +369,20 @@ def test_select_returns_invalid_utf8_unchanged(tmp_path, procs):
     assert '接收消息: abc\\udcff\\udcfedef' in server.stdout()
 
 
-def test_select_refuses_descriptors_past_fd_setsize(tmp_path, procs):
+@POSIX_ONLY
+@pytest.mark.parametrize('script, args', [('select_server.py', ()),
+                                          ('selectors_server.py', ('--selector', 'select'))])
+def test_select_refuses_descriptors_past_fd_setsize(start, script, args):
     raise_nofile(1300)
-    server = Server(tmp_path, 'select_server.py', nofile=(1200, 1200))
-    procs.append(server)
+    server = start.server(script, *args, nofile=(1200, 1200))
     clients = []
     try:
         for _ in range(1060):
             clients.append(server.connect())
-        round_trip(clients[0], 'select_server.py', b'first')
+        round_trip(clients[0], script, b'first')
         for c in clients[-20:]:  # their descriptors would be past 1023 on the server
             assert c.recv(10) == b''
-        round_trip(clients[1000], 'select_server.py', b'below the line')
+        round_trip(clients[1000], script, b'below the line')
         assert 'past what select() can watch' in server.stderr()
     finally:
         for c in clients:
@@ -402,15 +390,13 @@ def test_select_refuses_descriptors_past_fd_setsize(tmp_path, procs):
     server.alive()
 
 
-def test_selectors_holds_10000_clients(tmp_path, procs):
+@POSIX_ONLY
+def test_selectors_holds_10000_clients(start):
     n = 10_000
     raise_nofile(n + 200)
-    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < n + 50:
-        pytest.skip('hard RLIMIT_NOFILE too low')
     # A soft limit of 1024, as many machines have: the server must lift it itself.
-    server = Server(tmp_path, 'selectors_server.py',
-                    nofile=(1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    procs.append(server)
+    server = start.server('selectors_server.py',
+                          nofile=(1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     clients = []
     try:
         for _ in range(n):
@@ -425,36 +411,164 @@ def test_selectors_holds_10000_clients(tmp_path, procs):
     server.alive()
 
 
-@pytest.mark.parametrize('script', ['select_server.py', 'selectors_server.py'])
-def test_idle_server_sleeps(tmp_path, procs, script):
-    server = Server(tmp_path, script)
-    procs.append(server)
+@pytest.mark.parametrize('mechanism', sorted(
+    name for name in ('select', 'poll', 'epoll', 'kqueue', 'devpoll')
+    if hasattr(selectors, name.capitalize() + 'Selector')))
+def test_selectors_on_each_mechanism(start, mechanism):
+    server = start.server('selectors_server.py', '--selector', mechanism, '--trace')
+    with server.connect() as c:
+        assert round_trip(c, server.script, b'hello 123')
+    wait_for(lambda: 'closed' in server.stderr(), 'the orderly close')
+    assert server.stderr().startswith(f'{mechanism}, ')
+    with server.connect() as c, server.connect() as other:
+        round_trip(c, server.script, b'about to reset')
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        c.sendall(b'x' * 5000)
+        c.close()
+        time.sleep(0.1)
+        round_trip(other, server.script, b'after the reset')
+    server.alive()
+
+
+@pytest.mark.parametrize('name', ['kqueue' if sys.platform == 'linux' else 'epoll', 'nope'])
+def test_selectors_refuses_a_mechanism_it_lacks(name):
+    out = subprocess.run([sys.executable, str(HERE / 'selectors_server.py'), '--selector', name],
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 2 and out.stdout == ''
+    assert 'invalid choice' in out.stderr and 'Traceback' not in out.stderr
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize('script', MULTIPLEXED)
+def test_idle_server_sleeps(start, script):
+    server = start.server(script)
     with server.connect():
         time.sleep(0.1)
-        before = server_cpu(server.p.pid)
+        before = usage(server.p.pid)[0]
         time.sleep(1)
-        assert server_cpu(server.p.pid) - before < 0.05  # a spinning loop would take ~1 s
+        assert usage(server.p.pid)[0] - before < 0.05  # a spinning loop would take ~1 s
+
+
+def test_nonblocking_stops_reading_from_a_client_that_does_not_read(start):
+    """Its 9-byte replies back up only after some hundreds of MB, so this one takes seconds."""
+    server = start.server('nonblocking_server.py')
+    base = usage(server.p.pid)[1]
+    c = server.connect()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # 4 GiB: with flow control it stops taking them after a few hundred MB.
+    flooder = Flooder(c, b'z' * 65536, times=1 << 16, then_shutdown=False, patience=1)
+    assert flooder.stalled(0.5), 'the server read 4 GiB while its replies waited'
+    assert usage(server.p.pid)[1] - base < 16 * 1024
+    with server.connect() as other:
+        round_trip(other, server.script, b'served meanwhile')
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    c.close()  # and we vanish while a reply waits
+    flooder.thread.join(TIMEOUT)
+    time.sleep(0.1)
+    server.alive()
+
+
+# ---- Windows and macOS, emulated on Linux (see emulate.py) ---------------------------------
+
+needs_linux = pytest.mark.skipif(sys.platform != 'linux', reason='emulates Windows on Linux')
+
+
+@needs_linux
+@pytest.mark.parametrize('script', SERVERS)
+def test_windows_ctrl_c_stops_an_idle_server(start, script):
+    server = start.server(script, emulate='nt,sigint-thread')
+    time.sleep(0.3)  # idle, asleep in select()
+    t0 = time.monotonic()
+    assert server.interrupt() == 0
+    assert time.monotonic() - t0 < 1
+    assert 'server stopped' in server.stderr() and 'Traceback' not in server.stderr()
+
+
+@needs_linux
+@pytest.mark.parametrize('script', SERVERS + ['client.py', 'interactive_client.py'])
+def test_windows_ctrl_break_stops_like_ctrl_c(start, script):
+    if script.endswith('client.py'):
+        server = start.server('select_server.py')
+        p = start(script, '--port', str(server.port), emulate='nt', stdin=subprocess.PIPE)
+        wait_for(lambda: script == 'interactive_client.py' or p.stdout(), 'the first line')
+        time.sleep(0.2)
+    else:
+        p = start.server(script, emulate='nt')
+    assert p.interrupt(signal.SIGUSR1) == 0  # SIGBREAK, as emulate.py has it
+    assert 'Traceback' not in p.stderr()
+
+
+@needs_linux
+@pytest.mark.parametrize('script', MULTIPLEXED)
+def test_windows_select_takes_512_sockets(start, script):
+    raise_nofile(800)
+    server = start.server(script, emulate='nt,select512')
+    clients = []
+    try:
+        for _ in range(600):
+            clients.append(server.connect())
+        served = 0
+        for c in clients:
+            try:
+                served += round_trip(c, script, b'x')
+            except (AssertionError, ConnectionError):  # closed at once: refused
+                pass
+        assert served == 511, f'{served} of 600 served'  # 512 with the listening socket
+        assert 'past what select() can watch' in server.stderr()
+    finally:
+        for c in clients:
+            c.close()
+    wait_for(lambda: server.stderr().count('past') == 89, 'the last refusal')
+    time.sleep(0.3)  # the server reads our 600 closes
+    server.alive()
+
+
+@needs_linux
+@pytest.mark.parametrize('script', SERVERS)
+def test_windows_reset_before_accept(start, script):
+    server = start.server(script, emulate='nt,accept-reset')  # the readiness probe is reset
+    server.alive()
+
+
+@needs_linux
+@pytest.mark.parametrize('platform', ['nt', 'linux'])
+@pytest.mark.parametrize('script', SERVERS)
+def test_windows_never_sets_reuseaddr(start, script, platform):
+    server = start.server(script, emulate=('nt,' if platform == 'nt' else '') + 'setsockopt')
+    server.alive()
+    assert ('SO_REUSEADDR' in server.stderr()) == (platform == 'linux'), server.stderr()
+
+
+@needs_linux
+def test_macos_file_limit_is_lifted_to_what_it_takes(start):
+    raise_nofile(1300)
+    server = start.server('selectors_server.py', emulate='rlimit')
+    assert server.stderr().splitlines()[-1] == 'emulate: RLIMIT_NOFILE soft limit 10240'
+    clients = [server.connect() for _ in range(1000)]  # past macOS's default 256
+    try:
+        for c in clients:
+            round_trip(c, server.script, b'x')
+    finally:
+        for c in clients:
+            c.close()
+    server.alive()
 
 
 # ---- the clients ----------------------------------------------------------------------------
 
 def run_client(script, port, stdin_text=''):
     return subprocess.run([sys.executable, str(HERE / script), '--port', str(port)], cwd=HERE,
-                          input=stdin_text.encode(), capture_output=True, timeout=30)
+                          input=stdin_text.encode(), capture_output=True, timeout=30,
+                          env=ENV)
 
 
-def wait_for(predicate, what):
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        assert time.monotonic() < deadline, f'timed out waiting for {what}'
-        time.sleep(0.05)
-
-
-def test_client_talks_every_second(tmp_path, procs):
-    server = Server(tmp_path, 'nonblocking_server.py')
-    client = Proc(tmp_path, 'client.py', '--port', str(server.port))
-    procs.extend([server, client])
-    wait_for(lambda: client.stdout().count("b'my server'") >= 2, 'two replies')
+def test_client_talks_every_second(start):
+    server = start.server('nonblocking_server.py')
+    client = start('client.py', '--port', str(server.port))
+    wait_for(lambda: 'my client' in client.stdout(), 'the first line')
+    time.sleep(3.2)
+    lines = client.stdout().count('my client:')
+    assert 3 <= lines <= 5, f'{lines} messages in about 3 s'  # without the sleep: thousands
     assert client.interrupt() == 0
     pid = client.p.pid
     assert client.stdout().startswith(f"my client:{pid}\nb'my server'\nmy client:{pid}\n")
@@ -466,34 +580,32 @@ def test_client_without_server_says_so(script):
     port = free_port()  # nothing listens there
     out = run_client(script, port, 'hello\n')
     err = out.stderr.decode()
-    assert out.returncode != 0 and out.stdout == b''
-    assert err == f'cannot connect to 127.0.0.1:{port}: Connection refused\n'
+    assert out.returncode == 1 and out.stdout == b''
+    assert err.startswith(f'cannot connect to 127.0.0.1:{port}: ') and err.count('\n') == 1
 
 
-def test_client_says_when_the_server_goes_away(tmp_path, procs):
-    server = Server(tmp_path, 'select_server.py')
-    client = Proc(tmp_path, 'client.py', '--port', str(server.port))
-    procs.extend([server, client])
+def test_client_says_when_the_server_goes_away(start):
+    server = start.server('select_server.py')
+    client = start('client.py', '--port', str(server.port))
     wait_for(lambda: "b'MY CLIENT:" in client.stdout(), 'a reply')
     server.p.kill()
     t0 = time.monotonic()
     assert client.p.wait(TIMEOUT) == 1
-    assert time.monotonic() - t0 < 2  # the issue: within two seconds
+    # README says "within about a second"; a client that waits for its next send takes 2 s.
+    assert time.monotonic() - t0 < 1.5
     assert client.stderr() == 'connection closed by server\n'
 
 
-def test_interactive_client_piped_lines(tmp_path, procs):
-    server = Server(tmp_path, 'select_server.py')
-    procs.append(server)
+def test_interactive_client_piped_lines(start):
+    server = start.server('select_server.py')
     out = run_client('interactive_client.py', server.port, 'hello\n\nworld 你好é\n')
     assert (out.returncode, out.stderr) == (0, b'')
     assert out.stdout.decode() == 'HELLO\nWORLD 你好É\n'  # the empty line was skipped
 
 
 @pytest.mark.parametrize('line', ['x' * 5000, '你好abc' * 1000], ids=['5000 ASCII', 'long Chinese'])
-def test_interactive_client_prints_whole_replies(tmp_path, procs, line):
-    server = Server(tmp_path, 'select_server.py')
-    procs.append(server)
+def test_interactive_client_prints_whole_replies(start, line):
+    server = start.server('select_server.py')
     # Several long lines: each reply must be whole before the next line is sent.
     out = run_client('interactive_client.py', server.port, (line + '\n') * 3)
     assert (out.returncode, out.stderr) == (0, b'')
@@ -502,14 +614,12 @@ def test_interactive_client_prints_whole_replies(tmp_path, procs, line):
 
 @pytest.mark.skipif(os.name == 'nt', reason='needs a pseudo-terminal')
 @pytest.mark.parametrize('key', ['Ctrl-D', 'Ctrl-C', 'server killed'])
-def test_interactive_client_at_a_terminal(tmp_path, procs, key):
+def test_interactive_client_at_a_terminal(start, key):
     import pty
-    server = Server(tmp_path, 'selectors_server.py')
-    procs.append(server)
+    server = start.server('selectors_server.py')
     master, slave = pty.openpty()
     try:
-        client = Proc(tmp_path, 'interactive_client.py', '--port', str(server.port), stdin=slave)
-        procs.append(client)
+        client = start('interactive_client.py', '--port', str(server.port), stdin=slave)
         os.write(master, 'hi 你好\n'.encode())
         wait_for(lambda: 'HI 你好_SB\n>>:' in client.stdout(), 'the reply and the next prompt')
         assert client.stdout().startswith('>>:')
@@ -528,11 +638,9 @@ def test_interactive_client_at_a_terminal(tmp_path, procs, key):
         os.close(slave)
 
 
-def test_interactive_client_when_the_server_goes_away(tmp_path, procs):
-    server = Server(tmp_path, 'select_server.py')
-    client = Proc(tmp_path, 'interactive_client.py', '--port', str(server.port),
-                  stdin=subprocess.PIPE)
-    procs.extend([server, client])
+def test_interactive_client_when_the_server_goes_away(start):
+    server = start.server('select_server.py')
+    client = start('interactive_client.py', '--port', str(server.port), stdin=subprocess.PIPE)
     client.p.stdin.write(b'one\n')
     client.p.stdin.flush()
     wait_for(lambda: client.stdout() == 'ONE\n', 'the reply')

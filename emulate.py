@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Run a script as Windows or macOS would, on Linux, so that the tests reach their branches.
+
+    python emulate.py FEATURE[,FEATURE...] script.py [args...]
+
+Each feature copies one behaviour, as CPython's source and the platforms' documentation give it:
+
+  nt            os.name is 'nt', and signal.SIGBREAK (Ctrl+Break) is SIGUSR1.
+  sigint-thread Ctrl-C is handled on another thread, so it does not interrupt select() (Winsock).
+  select512     select() takes at most 512 sockets per list, and DefaultSelector is the
+                SelectSelector that calls select(r, w, w), as Lib/selectors.py does on win32.
+  accept-reset  the first connection accept() would return was reset first (WSAECONNRESET).
+  setsockopt    each setsockopt() call is said on stderr, as 'emulate: setsockopt LEVEL OPTION'.
+  rlimit        macOS: RLIMIT_NOFILE starts at 256 with no hard limit, and setrlimit() refuses
+                a soft limit over OPEN_MAX, 10240. What it takes is said on stderr.
+"""
+import argparse  # noqa: F401  imported now: some modules look at os.name as they load
+import codecs  # noqa: F401
+import errno
+import os
+import runpy
+import select
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+
+
+def say(text):
+    print(f'emulate: {text}', file=sys.__stderr__, flush=True)
+
+
+def nt():
+    os.name = 'nt'
+    signal.SIGBREAK = signal.SIGUSR1
+
+
+def sigint_thread():
+    # The thread starts with SIGINT open; the main thread then blocks it, so the kernel hands
+    # Ctrl-C to the thread. Python's handler still runs on the main thread, but only once that
+    # thread runs Python code again: a blocking select() is not interrupted.
+    threading.Thread(target=lambda: time.sleep(1e9), daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def select512():
+    real = select.select
+
+    def select_512(r, w, x, *timeout):
+        if max(len(r), len(w), len(x)) > 512:
+            raise ValueError('too many file descriptors in select()')
+        return real(r, w, x, *timeout)
+
+    class WindowsSelectSelector(selectors.SelectSelector):
+        def _select(self, r, w, _, timeout=None):
+            r, w, x = select.select(r, w, w, timeout)
+            return r, w + x, []
+
+    select.select = select_512
+    selectors.DefaultSelector = WindowsSelectSelector
+
+
+def accept_reset():
+    real = socket.socket.accept
+    done = []
+
+    def accept(self):
+        conn, addr = real(self)
+        if done:
+            return conn, addr
+        done.append(addr)
+        conn.close()
+        raise ConnectionResetError(errno.ECONNRESET, 'An existing connection was forcibly closed')
+
+    socket.socket.accept = accept
+
+
+def setsockopt():
+    real = socket.socket.setsockopt
+    names = {getattr(socket, n): n for n in ('SO_REUSEADDR', 'SO_LINGER', 'SO_KEEPALIVE')}
+
+    def recorded(self, level, option, *value):
+        say(f'setsockopt {level} {names.get(option, option)}')
+        return real(self, level, option, *value)
+
+    socket.socket.setsockopt = recorded
+
+
+def rlimit():
+    import resource
+    real_get, real_set = resource.getrlimit, resource.setrlimit
+    real_set(resource.RLIMIT_NOFILE, (256, real_get(resource.RLIMIT_NOFILE)[1]))
+
+    def getrlimit(which):
+        soft, hard = real_get(which)
+        return (soft, resource.RLIM_INFINITY) if which == resource.RLIMIT_NOFILE else (soft, hard)
+
+    def setrlimit(which, limits):
+        soft, hard = limits
+        if which == resource.RLIMIT_NOFILE:
+            if soft == resource.RLIM_INFINITY or soft > 10240:
+                raise ValueError('not allowed to raise maximum limit')
+            say(f'RLIMIT_NOFILE soft limit {soft}')
+            limits = soft, real_get(which)[1]
+        real_set(which, limits)
+
+    resource.getrlimit, resource.setrlimit = getrlimit, setrlimit
+
+
+FEATURES = {'nt': nt, 'sigint-thread': sigint_thread, 'select512': select512,
+            'accept-reset': accept_reset, 'setsockopt': setsockopt, 'rlimit': rlimit}
+
+if __name__ == '__main__':
+    if len(sys.argv) < 3 or not set(sys.argv[1].split(',')) <= set(FEATURES):
+        sys.exit(__doc__)
+    for feature in sys.argv[1].split(','):
+        FEATURES[feature]()
+    sys.argv = sys.argv[2:]
+    runpy.run_path(sys.argv[0], run_name='__main__')
