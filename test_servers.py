@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import (ENV, HERE, SERVERS, TIMEOUT, free_port, passes, peer, raise_nofile,
+from conftest import (ENV, HERE, SERVERS, TIMEOUT, free_port, growth_kib, passes, peer, raise_nofile,
                       recv_exactly, recv_until_eof, reply_rule, round_trip, usage, wait_for)
 
 try:
@@ -83,6 +83,8 @@ def test_disconnect_ends_one_client_only(server, how):
     server.alive()
 
 
+@pytest.mark.skipif(sys.platform == 'darwin', reason='macOS caps every listen backlog at '
+                    'kern.ipc.somaxconn, 128 by default: a burst of 300 must retry there')
 def test_burst_of_connects_needs_no_retries(server):
     """300 clients connect at once. With the seed's listen(5) the kernel drops most of the SYNs,
     and those clients connect only after TCP's first retry, a second later."""
@@ -134,7 +136,7 @@ def test_non_reading_client_gets_every_byte_in_order(start, script):
     flooder = Flooder(c, data, patience=20)
     with c:
         assert flooder.stalled(), 'the server read all 24 MB while its replies waited'
-        growth = usage(server.p.pid)[1] - base
+        growth = growth_kib(server.p.pid, base)
         with server.connect() as other:
             for i in range(10):
                 assert round_trip(other, script, b'served meanwhile %d' % i)
@@ -442,6 +444,8 @@ def test_selectors_refuses_a_mechanism_it_lacks(name):
 @pytest.mark.parametrize('script', MULTIPLEXED)
 def test_idle_server_sleeps(start, script):
     server = start.server(script)
+    if usage(server.p.pid)[0] is None:
+        pytest.skip('no /proc: CPU time is not measured here')
     with server.connect():
         time.sleep(0.1)
         before = usage(server.p.pid)[0]
@@ -462,7 +466,7 @@ def test_nonblocking_serves_others_beside_a_flooder_that_vanishes(start):
             assert round_trip(other, server.script, b'served meanwhile %d' % i)
             time.sleep(0.05)
     assert flooder.sent > 10 << 20, f'the server took only {flooder.sent} bytes'
-    assert usage(server.p.pid)[1] - base < 16 * 1024
+    assert growth_kib(server.p.pid, base) < 16 * 1024
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
     c.shutdown(socket.SHUT_RDWR)  # wakes the thread's send
     c.close()
