@@ -3,6 +3,7 @@
 import argparse
 import codecs
 import errno
+import io
 import os
 import select
 import signal
@@ -20,27 +21,32 @@ def watchable(conn, watched):
     return watched < 512 if os.name == 'nt' else conn.fileno() < 1024
 
 
-class Output:
-    """stdout or stderr that, once it can't be written (a closed pipe, a full disk), says so once
-    and goes quiet. The seed's print() raised into the loop: a lost client, or a dead server."""
+class Output(io.RawIOBase):
+    """stdout or stderr, below its buffer, so that a print costs no more. Once it can't be written
+    (a closed pipe, a full disk), say so once and drop the rest: the seed's print() raised into
+    the loop and cost a client, or the server."""
 
-    def __init__(self, stream):
-        self.stream = stream
+    def __init__(self, name):
+        stream, self.name = getattr(sys, name), name
+        self.raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between
+        # stderr line by line, as in Python 3.9 and newer; escape what a terminal can't show.
+        setattr(sys, name, io.TextIOWrapper(
+            io.BufferedWriter(self), stream.encoding, 'backslashreplace',
+            line_buffering=stream.line_buffering or name == 'stderr',
+            write_through=stream.write_through))
 
-    def write(self, text):
-        self.guard('write', text)
+    def writable(self):
+        return True
 
-    def flush(self):
-        self.guard('flush')
-
-    def guard(self, method, *args):
-        try:
-            self.stream and getattr(self.stream, method)(*args)
-        except (OSError, ValueError) as e:
-            stream, self.stream = self.stream, None
-            print(f'{stream.name}: {getattr(e, "strerror", e)}; printing no more', file=sys.stderr)
-            # The null device takes what is still buffered, so the last flush at exit can't fail.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    def write(self, data):
+        if self.raw:
+            try:
+                return self.raw.write(data)
+            except OSError as e:
+                self.raw = None
+                if self.name == 'stdout':  # stderr still works, we hope
+                    print(f'stdout: {e.strerror}; printing no more', file=sys.stderr)
+        return len(data)  # gone: taken as written
 
 
 class Trace:
@@ -69,10 +75,7 @@ def main():
     parser.add_argument('--trace', action='store_true',
                         help='say on stderr what each select() returned, and what we did')
     args = parser.parse_args()
-    # A learner's terminal may not take every character; never crash on a print.
-    sys.stdout.reconfigure(errors='backslashreplace')
-    sys.stderr.reconfigure(line_buffering=True)  # as Python 3.9 and newer have it
-    sys.stdout, sys.stderr = Output(sys.stdout), Output(sys.stderr)
+    Output('stdout'), Output('stderr')
     if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     trace = Trace() if args.trace else None
