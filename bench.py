@@ -24,6 +24,7 @@ except ImportError:  # Windows
 HERE = os.path.dirname(os.path.abspath(__file__))
 MSG = b'abcdefgh' * 8  # 64 bytes, one ping
 BUSY = 16  # busy clients beside the idle crowd
+NO_PRINT = 'select/no print'
 BATCH = 500  # connections opened at a time, within every server's listen backlog of 1024
 # Servers print into a buffer, whatever this shell has set: the same cost in every run.
 SERVER_ENV = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
@@ -39,6 +40,10 @@ def servers():
     """name -> the command that starts it. The selectors server runs once per mechanism."""
     default = default_mechanism()
     found = {'nonblocking': ['nonblocking_server.py'], 'select': ['select_server.py']}
+    # select_server.py with print() a no-op: what its print of every message costs (loads only).
+    found[NO_PRINT] = ['-c', 'import builtins, runpy, sys; builtins.print = lambda *a, **k: None; '
+                       'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")',
+                       'select_server.py']
     for name in sorted(selectors_server.SELECTORS, key=lambda n: n != default):
         # The default is selectors.DefaultSelector() itself, as the tutorial has it.
         found[f'selectors/{name}'] = ['selectors_server.py'] + (
@@ -49,7 +54,8 @@ def servers():
 
 
 def reply_len(name):
-    return {'nonblocking': len(b'my server'), 'select': len(MSG)}.get(name, len(MSG) + 3)
+    return {'nonblocking': len(b'my server'), 'select': len(MSG)}.get(name.split('/')[0],
+                                                                      len(MSG) + 3)
 
 
 # ---- the yardsticks -------------------------------------------------------------------------
@@ -299,14 +305,14 @@ def progress(what):
     print(f'bench: {what}', file=sys.stderr, flush=True)
 
 
-def sliced(args, phases):
+def sliced(args, phases, names):
     """Run each phase in short slices, the servers taking turns, and keep for each the whole
     slice whose CPU per round trip is the median: a noisy moment on a shared machine then moves
     one slice, not the result, and a row never mixes slices."""
     runs = {}
     for phase, what in phases:
         for i in range(args.slices):
-            for name in args.servers:
+            for name in names:
                 progress(f'{name}: {what} for {args.seconds} s ({i + 1}/{args.slices})')
                 runs.setdefault((name, phase), []).append(
                     run_phase(name, args.commands[name], phase, args.seconds))
@@ -321,15 +327,18 @@ def median_slice(slices):
 
 def run_all(args):
     results = {name: {} for name in args.servers}
-    for name in args.servers:
+    full = [name for name in args.servers if name != NO_PRINT]
+    for name in full:
         progress(f'{name}: idle CPU over {args.idle_seconds} s')
         results[name].update(run_phase(name, args.commands[name], 'idle', args.idle_seconds))
-    loads = sliced(args, [(f'load:{n}', f'{n} connection{"s" * (n != 1)}') for n in args.conns])
+    loads = sliced(args, [(f'load:{n}', f'{n} connection{"s" * (n != 1)}') for n in args.conns],
+                   args.servers)
     # 16 busy clients beside 0 idle ones is the load of 16: measure it once.
     crowd = sliced(args, [(f'crowd:{n}', f'{BUSY} busy beside {n:,} idle') for n in args.idle
-                          if n or BUSY not in args.conns])
+                          if n or BUSY not in args.conns], full)
     for name in args.servers:
         results[name]['loads'] = [loads[name, f'load:{n}'] for n in args.conns]
+    for name in full:
         results[name]['crowd'] = [
             crowd.get((name, f'crowd:{n}')) or dict(loads[name, f'load:{BUSY}'], idle=0, asked=0)
             for n in args.idle]
@@ -363,7 +372,8 @@ def print_tables(results, args):
     counts = [n for n in args.idle if n]
     print(f'{"server":16} {"idle CPU %":>10} ' + ' '.join(f'{f"KiB/conn at {n:,}":>22}'
                                                            for n in counts) + '  most clients')
-    for name, r in results.items():
+    crowds = {name: r for name, r in results.items() if 'crowd' in r}
+    for name, r in crowds.items():
         cells = []
         for run in r['crowd']:
             if run['asked']:
@@ -388,7 +398,7 @@ def print_tables(results, args):
     print(f'The crowd: {BUSY} busy connections beside idle ones held open')
     print(f'{"server":16} {"idle":>13} {"round trips/s":>13} {"p50 ms":>7} {"p99 ms":>7} '
           f'{"CPU µs/rt":>9} {"× asyncio":>9} {"× own at 0":>10}')
-    for name, r in results.items():
+    for name, r in crowds.items():
         own = r['crowd'][0]['cpu_us_per_rt']
         for i, run in enumerate(r['crowd']):
             base = ref['crowd'][i]['cpu_us_per_rt'] if ref else None
@@ -398,7 +408,7 @@ def print_tables(results, args):
                   f'{fmt(run["p50_ms"], ".3f"):>7} {fmt(run["p99_ms"], ".3f"):>7} '
                   f'{cpu_cells(r, run, base)} {fmt(us and own and us / own, ".2f"):>10}')
     print()
-    print_chart(results)
+    print_chart(crowds)
 
 
 def print_chart(results, width=50):
@@ -449,7 +459,8 @@ def main():
     parser.add_argument('--seconds', type=float, default=1.0,
                         help='seconds of load per count and slice (three slices each)')
     parser.add_argument('--quick', action='store_true',
-                        help=f'a short run, for a smoke check: --conns {BUSY} --idle 0,300, one slice')
+                        help=f'a short run, for a smoke check: --conns {BUSY} --idle 0,300, '
+                             'one slice')
     parser.add_argument('--json', action='store_true', help='print JSON instead of tables')
     # Internal: the yardstick servers, and the load generator in its own process.
     parser.add_argument('--serve', choices=['asyncio', 'threads'], help=argparse.SUPPRESS)

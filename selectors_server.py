@@ -124,7 +124,7 @@ def main():
         sock.close()
         sys.exit(f'cannot listen on {args.host}:{args.port}: {getattr(e, "strerror", None) or e}')
     sock.setblocking(False)
-    # 生成select實例對象: the best this platform has, as in the seed, unless --selector says otherwise.
+    # 生成select實例對象: the best this platform has, as in the seed, unless --selector says.
     sel = SELECTORS[args.selector]() if args.selector else selectors.DefaultSelector()
     trace = Trace(sel) if args.trace else None
     outbuf = {}  # conn -> reply bytes the socket could not take yet
