@@ -99,6 +99,8 @@ class ThreadingServer(socketserver.ThreadingTCPServer):
 
 
 def serve(kind, port):
+    if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
     try:
         if kind == 'asyncio':
             asyncio.run(serve_asyncio(port))
@@ -272,9 +274,12 @@ def run_phase(name, command, phase, seconds):
     port = free_port()
     # A shell's background job ignores SIGINT, and its children inherit that: restore it, so
     # that Ctrl-C (SIGINT below) stops the server as it would at a terminal.
-    restore = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if os.name != 'nt' else None
+    windows = os.name == 'nt'
+    restore = None if windows else (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Windows: a process group of its own, so that Ctrl+Break (below) reaches this server alone.
     server = subprocess.Popen([sys.executable, *command, '--port', str(port)], cwd=HERE,
                               preexec_fn=restore, env=SERVER_ENV,
+                              creationflags=subprocess.CREATE_NEW_PROCESS_GROUP if windows else 0,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -293,7 +298,7 @@ def run_phase(name, command, phase, seconds):
             raise SystemExit(f'bench: the load generator failed against the {name} server')
         return json.loads(load.stdout)
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.CTRL_BREAK_EVENT if windows else signal.SIGINT)
         try:
             server.wait(5)
         except subprocess.TimeoutExpired:
