@@ -14,8 +14,9 @@ Each feature copies one behaviour, as CPython's source and the platforms' docume
   rlimit        macOS: RLIMIT_NOFILE starts at 256 with no hard limit, and setrlimit() refuses
                 a soft limit over OPEN_MAX, 10240. What it takes is said on stderr.
 """
-import argparse  # noqa: F401  imported now: some modules look at os.name as they load
-import codecs  # noqa: F401
+import argparse  # noqa: F401  imported before os.name changes: some modules look at it as they
+import codecs  # noqa: F401    load (shutil, which argparse imports, on Windows needs nt)
+import shutil  # noqa: F401
 import errno
 import os
 import runpy

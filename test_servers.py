@@ -243,8 +243,8 @@ def test_out_of_descriptors_pauses_then_resumes_on_its_own(start, script):
     server.alive()
 
 
-@pytest.mark.parametrize('script, words', zip(SERVERS, ['Non-blocking', 'select.select()',
-                                                          'selectors']))
+@pytest.mark.parametrize('script, words', list(zip(SERVERS, ['Non-blocking', 'select.select()',
+                                                               'selectors'])))
 def test_help_names_the_io_model(script, words):
     out = subprocess.run([sys.executable, str(HERE / script), '--help'], capture_output=True,
                          text=True, timeout=TIMEOUT)
@@ -612,7 +612,8 @@ def test_interactive_client_piped_lines(start):
     assert out.stdout.decode() == 'HELLO\nWORLD 你好É\n'  # the empty line was skipped
 
 
-@pytest.mark.parametrize('line', ['x' * 5000, '你好abc' * 1000], ids=['5000 ASCII', 'long Chinese'])
+@pytest.mark.parametrize('line', ['x' * 5000, '你好abc' * 1000],
+                         ids=['5000 ASCII', 'long Chinese'])
 def test_interactive_client_prints_whole_replies(start, line):
     server = start.server('select_server.py')
     # Several long lines: each reply must be whole before the next line is sent.
