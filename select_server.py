@@ -29,9 +29,11 @@ class Output(io.RawIOBase):
     def __init__(self, name):
         stream, self.name = getattr(sys, name), name
         self.raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between
-        # stderr line by line, as in Python 3.9 and newer; escape what a terminal can't show.
+        # The same buffering as before, stderr line by line as in Python 3.9 and newer, and what
+        # a terminal can't show escaped.
         setattr(sys, name, io.TextIOWrapper(
-            io.BufferedWriter(self), stream.encoding, 'backslashreplace',
+            self if self.raw is stream.buffer else io.BufferedWriter(self),
+            stream.encoding, 'backslashreplace',
             line_buffering=stream.line_buffering or name == 'stderr',
             write_through=stream.write_through))
 

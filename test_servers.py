@@ -330,9 +330,11 @@ def test_output_gone_costs_no_client(start, script, stream, target):
 # ---- each server's own ----------------------------------------------------------------------
 
 def test_select_prints_the_seed_messages(start):
-    server = start.server('select_server.py')
+    # Unbuffered (python -u), as IDEs run scripts: each line must come out as it is printed.
+    server = start.server('select_server.py', env={'PYTHONUNBUFFERED': '1'})
     with server.connect() as c:
         round_trip(c, 'select_server.py', 'hello 你好'.encode())
+    wait_for(lambda: '接收消息: hello 你好\n' in server.stdout(), 'the line, before any exit')
     server.interrupt()
     assert server.stdout().startswith('server is start ......\n')
     assert '接收消息: hello 你好\n' in server.stdout()
