@@ -69,19 +69,29 @@ def test_reply_rule(server):
             assert round_trip(c, server.script, b'hello again')
 
 
-@pytest.mark.parametrize('how', ['orderly', 'reset'])
-def test_disconnect_ends_one_client_only(server, how):
+def reset(sock):
+    """Close with SO_LINGER 0, which sends RST: the client vanishes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    sock.close()
+
+
+def one_client_goes(server, how):
     with server.connect() as other:
         round_trip(other, server.script, b'before')
         c = server.connect()
         round_trip(c, server.script, b'hi')
-        if how == 'reset':  # close with SO_LINGER 0 sends RST
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        if how == 'reset':
             c.sendall(b'x' * 5000)
+            reset(c)
         c.close()
         time.sleep(0.2)
         round_trip(other, server.script, b'after')
     server.alive()
+
+
+@pytest.mark.parametrize('how', ['orderly', 'reset'])
+def test_disconnect_ends_one_client_only(server, how):
+    one_client_goes(server, how)
 
 
 @pytest.mark.skipif(sys.platform == 'darwin', reason='macOS caps every listen backlog at '
@@ -160,8 +170,7 @@ def test_vanishing_while_a_reply_waits(start, script):
     c = server.connect()
     flooder = Flooder(c, b'y' * 65536, times=1024, then_shutdown=False, patience=1)
     assert flooder.stalled(), 'the server took 64 MB without reading its replies'
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-    c.close()
+    reset(c)
     flooder.thread.join(TIMEOUT)
     time.sleep(0.2)
     server.alive()
@@ -422,18 +431,9 @@ def test_selectors_holds_10000_clients(start):
     if hasattr(selectors, name.capitalize() + 'Selector')))
 def test_selectors_on_each_mechanism(start, mechanism):
     server = start.server('selectors_server.py', '--selector', mechanism, '--trace')
-    with server.connect() as c:
-        assert round_trip(c, server.script, b'hello 123')
-    wait_for(lambda: 'closed' in server.stderr(), 'the orderly close')
-    assert server.stderr().startswith(f'{mechanism}, ')
-    with server.connect() as c, server.connect() as other:
-        round_trip(c, server.script, b'about to reset')
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-        c.sendall(b'x' * 5000)
-        c.close()
-        time.sleep(0.1)
-        round_trip(other, server.script, b'after the reset')
-    server.alive()
+    one_client_goes(server, 'orderly')  # the reply rule, then an orderly close
+    assert server.stderr().startswith(f'{mechanism}, ') and 'closed' in server.stderr()
+    one_client_goes(server, 'reset')
 
 
 @pytest.mark.parametrize('name', ['kqueue' if sys.platform == 'linux' else 'epoll', 'nope'])
@@ -471,9 +471,8 @@ def test_nonblocking_serves_others_beside_a_flooder_that_vanishes(start):
             time.sleep(0.05)
     assert flooder.sent > 10 << 20, f'the server took only {flooder.sent} bytes'
     assert growth_kib(server.p.pid, base) < 16 * 1024
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
     c.shutdown(socket.SHUT_RDWR)  # wakes the thread's send
-    c.close()
+    reset(c)
     flooder.thread.join(TIMEOUT)
     time.sleep(0.1)
     server.alive()
