@@ -347,6 +347,7 @@ def test_select_prints_the_seed_messages(start):
     server.interrupt()
     assert server.stdout().startswith('server is start ......\n')
     assert '接收消息: hello 你好\n' in server.stdout()
+    assert server.stderr() == 'server stopped\n'  # without --trace, nothing more
 
 
 def test_selectors_prints_the_seed_messages(start):
@@ -358,6 +359,7 @@ def test_selectors_prints_the_seed_messages(start):
     out = server.stdout()
     assert out.startswith('wating....\n')
     assert '------- <socket.socket' in out and 'closing <socket.socket' in out
+    assert server.stderr() == 'server stopped\n'  # without --trace, nothing more
 
 
 def test_select_upper_cases_a_character_split_between_recvs(start):
