@@ -471,7 +471,7 @@ def test_nonblocking_serves_others_beside_a_flooder_that_vanishes(start):
         for i in range(20):
             assert round_trip(other, server.script, b'served meanwhile %d' % i)
             time.sleep(0.05)
-    assert flooder.sent > 10 << 20, f'the server took only {flooder.sent} bytes'
+    assert flooder.sent > 1 << 20, f'the server took only {flooder.sent} bytes'
     assert growth_kib(server.p.pid, base) < 16 * 1024
     c.shutdown(socket.SHUT_RDWR)  # wakes the thread's send
     reset(c)
