@@ -45,9 +45,10 @@ class Flooder:
         except OSError:
             pass  # our patience ran out, or the test closed the socket
 
-    def stalled(self, quiet=0.3):
-        """Wait until the server stops taking our bytes; False if it took them all."""
-        while self.sent < self.total:
+    def stalled(self, quiet=0.3, within=TIMEOUT):
+        """Wait until the server stops taking our bytes; False if it goes on taking them."""
+        deadline = time.monotonic() + within
+        while self.sent < self.total and time.monotonic() < deadline:
             before = self.sent
             time.sleep(quiet)
             if self.sent == before:
@@ -459,20 +460,30 @@ def test_idle_server_sleeps(start, script):
         assert usage(server.p.pid)[0] - before < 0.05  # a spinning loop would take ~1 s
 
 
-def test_nonblocking_serves_others_beside_a_flooder_that_vanishes(start):
-    """A client floods without reading, then resets. Meanwhile another is served, and the busy
-    loop's memory stays bounded. (Its 9-byte replies fill the socket buffers only after some
-    hundreds of MB, so its flow control is not reached here: see README.)"""
-    server = start.server('nonblocking_server.py')
+def test_nonblocking_stops_reading_from_a_client_that_does_not_read(start):
+    """Its 9-byte replies back up only once the socket buffers are full. A client that announces
+    small segments (TCP_MAXSEG) and keeps a small receive buffer keeps the server's send buffer
+    small, so that they do within seconds. From then on the server must not read from us: its
+    --trace shows whole seconds with no data. Meanwhile others are served, memory stays bounded,
+    and at last we vanish while a reply waits."""
+    server = start.server('nonblocking_server.py', '--trace')
     base = usage(server.p.pid)[1]
-    c = server.connect()
+    c = socket.socket()
+    try:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    except (AttributeError, OSError):
+        c.close()
+        pytest.skip('TCP_MAXSEG is not available here')
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.connect(('127.0.0.1', server.port))
     flooder = Flooder(c, b'z' * 65536, times=1 << 16, then_shutdown=False, patience=10)
-    with server.connect() as other:
-        for i in range(20):
-            assert round_trip(other, server.script, b'served meanwhile %d' % i)
-            time.sleep(0.05)
-    assert flooder.sent > 1 << 20, f'the server took only {flooder.sent} bytes'
+    assert flooder.stalled(0.5, within=8), 'the server went on reading while its replies waited'
+    seconds = len(passes(server.stderr()))
+    wait_for(lambda: len(passes(server.stderr())) >= seconds + 2, 'two traced seconds')
+    assert ' 0 with data' in server.stderr().splitlines()[-1], server.stderr()[-500:]
     assert growth_kib(server.p.pid, base) < 16 * 1024
+    with server.connect() as other:
+        round_trip(other, server.script, b'served meanwhile')
     c.shutdown(socket.SHUT_RDWR)  # wakes the thread's send
     reset(c)
     flooder.thread.join(TIMEOUT)
