@@ -205,12 +205,14 @@ def main():
 
     # 注冊server事件: 只要來一個鏈接就回調accept
     sel.register(sock, selectors.EVENT_READ, accept)
+    events = None
     try:
         while True:
             if resume_accept and time.monotonic() >= resume_accept:
                 sel.register(sock, selectors.EVENT_READ, accept)
                 resume_accept = None
-            print('wating....')
+            if events != []:  # not again after a timeout: Windows wakes twice a second
+                print('wating....')
             # Block with no timeout while idle; wake to resume accepting, and on Windows for Ctrl-C.
             timeout = POLL
             if resume_accept:

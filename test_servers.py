@@ -500,11 +500,14 @@ needs_linux = pytest.mark.skipif(sys.platform != 'linux', reason='emulates Windo
 @pytest.mark.parametrize('script', SERVERS)
 def test_windows_ctrl_c_stops_an_idle_server(start, script):
     server = start.server(script, emulate='nt,sigint-thread')
-    time.sleep(0.3)  # idle, asleep in select()
+    time.sleep(1.2)  # idle, asleep in select(), through two of its wake-ups
     t0 = time.monotonic()
     assert server.interrupt() == 0
     assert time.monotonic() - t0 < 1
     assert 'server stopped' in server.stderr() and 'Traceback' not in server.stderr()
+    if script == 'selectors_server.py':  # it woke twice a second, but waits once per event
+        out = server.stdout()
+        assert out.count('wating....') == 1 + out.count('-------') + out.count('closing'), out
 
 
 @needs_linux
