@@ -1,237 +1,223 @@
 #!/usr/bin/env python3
 """Multiplexing with selectors (epoll where there is one): reply data.upper() + b'_SB'."""
-import argparse
-import errno
-import io
-import os
 import selectors
-import signal
 import socket
-import sys
-import time
+import argparse, contextlib, errno, os, signal, sys, time  # for the plumbing below the lesson
 
-try:
-    import resource
-except ImportError:  # Windows has no resource module
-    resource = None
+
+def main():
+    args, trace = setup()
+    sock = socket.socket(socket.AF_INET6 if ':' in args.host else socket.AF_INET)  # fix: IPv6
+    with listening(sock, args):  # fix: restart at once after Ctrl-C; a port in use: one line
+        sock.bind((args.host, args.port))
+        sock.listen(1024)  # fix: the seed's listen(5) drops connects in a burst
+    sock.setblocking(False)
+    # 生成select實例對象. fix: --selector may choose another of the kernel calls
+    sel = selectors.DefaultSelector() if not args.selector else SELECTORS[args.selector]()
+    outbuf = {}  # fix: conn -> the part of its reply that the socket could not take yet
+
+    def read(conn, mask):
+        try:
+            data = conn.recv(1024)  # should be ready: select said so
+            trace.note(conn, 'recv {} bytes', len(data))
+            if not data:
+                print('closing', conn)
+                sel.unregister(conn)
+                conn.close()
+                return
+            outbuf[conn] = data.upper() + b'_SB'
+            write(conn, mask)  # fix: send what the socket takes, and keep the rest
+        except OSError:  # fix: socket errors only; the seed's Exception hid our own mistakes
+            print('closing', conn)
+            sel.unregister(conn)  # 取消注冊
+            conn.close()  # 關閉連接
+
+    def write(conn, mask):
+        """fix: send what the socket takes. Keep the rest and wait for EVENT_WRITE, not EVENT_READ,
+        until it is sent: a client that does not read our replies can't fill our memory."""
+        data = outbuf.pop(conn)
+        try:
+            sent = conn.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # gone: as in read()
+            print('closing', conn)
+            sel.unregister(conn)
+            return conn.close()
+        trace.note(conn, 'sent {}' if sent == len(data) else
+                   'sent {} of {}, waiting for EVENT_WRITE', sent, len(data))
+        if sent < len(data):
+            outbuf[conn] = data[sent:]
+            sel.modify(conn, selectors.EVENT_WRITE, write)
+        elif mask == selectors.EVENT_WRITE:  # all sent at last: read again
+            sel.modify(conn, selectors.EVENT_READ, read)
+
+    def accept(sock, mask):
+        try:
+            conn, addr = sock.accept()  # should be ready: select said so
+        except OSError as e:  # fix: gone before we got to it, or out of descriptors
+            return pause.accept_failed(e)
+        if not watchable(sel, conn, addr):  # fix: SelectSelector has select()'s wall
+            return
+        print('-------', conn)
+        conn.setblocking(False)  # fix: accept() hands back a blocking socket on Linux
+        trace.accepted(sock, conn, addr)
+        # 注冊conn,回調 read函數
+        sel.register(conn, selectors.EVENT_READ, read)
+
+    pause = Pause(sel, sock, accept)  # fix: see Pause
+    # 注冊server事件:
+    # 參數1:sock 進行監聽
+    # 參數2:selectors.EVENT_READ 執行動作
+    # 參數3:accept,只要來一個鏈接就回調這個函數
+    sel.register(sock, selectors.EVENT_READ, accept)
+    events = None
+    while True:
+        if events != []:  # fix: once per wait, though on Windows we wake twice a second
+            print('wating....')
+        events = sel.select(pause.timeout())  # 調用select:優先使用epoll. fix: see Pause
+        # 默認阻塞,有活動鏈接就返回活動的鏈接列表
+        for key, mask in events:
+            # callback相當于調accept函數
+            callback = key.data
+            # 獲取函數內存地址,加入參數
+            # key.fileobj = 文件句柄
+            callback(key.fileobj, mask)
+        trace.wake(sel, events)
+
+
+# ---- Below: what the tutorial does not teach, which the lesson calls by name: the command ----
+# ---- line, the output guard, the file limit, select()'s wall, the accept pause, --trace. ----
 
 # The kernel calls selectors can wrap, of those this platform has.
 SELECTORS = {name: getattr(selectors, name.capitalize() + 'Selector')
              for name in ('select', 'poll', 'epoll', 'kqueue', 'devpoll')
              if hasattr(selectors, name.capitalize() + 'Selector')}
-# Windows: select() sleeps through Ctrl-C, whose handler runs on another thread there, so the
-# KeyboardInterrupt comes only when select() returns. Wake twice a second, as socketserver does.
-POLL = 0.5 if os.name == 'nt' else None
 
 
-def watchable(sel, conn):
-    """SelectSelector has select()'s wall: 512 sockets on Windows, else no descriptor past 1023."""
-    if not isinstance(sel, selectors.SelectSelector):
-        return True
-    return len(sel.get_map()) < 512 if os.name == 'nt' else conn.fileno() < 1024
+def setup():
+    """Read the command line, guard the output, lift the file limit; return args and trace."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--host', default='127.0.0.1', help='the address to listen on, IPv4 or '
+                        'IPv6; 0.0.0.0 or :: for every address (default: %(default)s)')
+    parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
+    parser.add_argument('--selector', choices=list(SELECTORS), help='the kernel call to use '
+                        '(default: selectors.DefaultSelector, the best this platform has)')
+    parser.add_argument('--trace', action='store_true',
+                        help='say on stderr what woke each sel.select(), and what we did')
+    args = parser.parse_args()
+    guard('stdout'), guard('stderr')
+    if os.name == 'nt':  # Ctrl+Break stops us as Ctrl-C does
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
+    else:  # each client costs a descriptor (1024 on Linux, 256 on macOS); Windows: no limit
+        lift_nofile()
+    return args, Trace(args.trace)
 
 
 def lift_nofile():
-    """Each client costs a descriptor: lift the soft limit (1024 on Linux, 256 on macOS) as far
-    as we may. macOS refuses its usual hard limit, RLIM_INFINITY: find the most it takes."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    refused = (1 << 20 if hard == resource.RLIM_INFINITY else hard) + 1
-    want = refused - 1
-    while soft != resource.RLIM_INFINITY and want > soft:  # soft: the most taken so far
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
-        except (ValueError, OSError):
-            refused = want
-        want = (soft + refused) // 2
+    """Lift the soft file limit to the hard one; macOS refuses RLIM_INFINITY, but takes 10240."""
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    for want in (hard, 10240):
+        with contextlib.suppress(ValueError, OSError):
+            return resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-class Output(io.RawIOBase):
-    """stdout or stderr, below its buffer, so that a print costs no more. Once it can't be written
-    (a closed pipe, a full disk), say so once and drop the rest: the seed's print() raised into
-    the loop and cost a client, or the server."""
+@contextlib.contextmanager
+def listening(sock, args):
+    """Rebind at once, past TIME_WAIT, but not on Windows, where a second server could then take
+    a port in use (see socket.create_server). An error ends the script with one line."""
+    if os.name != 'nt':
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        yield
+    except (OSError, OverflowError) as e:
+        sys.exit(f'cannot listen on {args.host}:{args.port}: {getattr(e, "strerror", 0) or e}')
 
-    def __init__(self, name):
-        stream, self.name = getattr(sys, name), name
-        self.raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between
-        # The same buffering as before, stderr line by line as in Python 3.9 and newer, and what
-        # a terminal can't show escaped.
-        setattr(sys, name, io.TextIOWrapper(
-            self if self.raw is stream.buffer else io.BufferedWriter(self),
-            stream.encoding, 'backslashreplace',
-            line_buffering=stream.line_buffering or name == 'stderr',
-            write_through=stream.write_through))
 
-    def writable(self):
+def watchable(sel, conn, addr):
+    """SelectSelector has select()'s wall: 512 sockets on Windows, else descriptor 1023. Past it
+    sel.select() would raise ValueError on every call: refuse this client, serve the rest."""
+    if not isinstance(sel, selectors.SelectSelector) or (
+            len(sel.get_map()) < 512 if os.name == 'nt' else conn.fileno() < 1024):
         return True
+    print('refusing %s:%s: past what select() can watch' % addr[:2], file=sys.stderr)
+    conn.close()
 
-    def write(self, data):
-        if self.raw:
-            try:
-                return self.raw.write(data)
-            except OSError as e:
-                self.raw = None
-                if self.name == 'stdout':  # stderr still works, we hope
-                    print(f'stdout: {e.strerror}; printing no more', file=sys.stderr)
-        return len(data)  # gone: taken as written
+
+def guard(name):
+    """When stdout or stderr can't be written (a closed pipe, a full disk), say so once and drop
+    the rest, below the buffer: a print costs no more. The seed's print() raised into the loop."""
+    stream = getattr(sys, name)  # unprintables escaped; stderr by line, as Python 3.9+ has it
+    stream.reconfigure(errors='backslashreplace',
+                       line_buffering=stream.line_buffering or name == 'stderr')
+    raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between
+
+    def write_or_drop(data, write=raw.write):
+        try:
+            return write(data)
+        except OSError as e:
+            raw.write = len  # gone: from now on, taken as written
+            if name == 'stdout':  # stderr still works, we hope
+                print(f'stdout: {e.strerror}; printing no more', file=sys.stderr)
+            return len(data)
+    raw.write = write_or_drop
+
+
+class Pause:
+    """Out of descriptors: stop accepting for a second, as asyncio does, instead of spinning."""
+    # Windows: select() sleeps through Ctrl-C, whose handler runs on another thread there, so
+    # KeyboardInterrupt comes only when select() returns. Wake twice a second, as socketserver does.
+    POLL, until = (0.5 if os.name == 'nt' else None), 0
+
+    def __init__(self, sel, sock, accept):
+        self.stop = lambda: sel.unregister(sock)
+        self.resume = lambda: sel.register(sock, selectors.EVENT_READ, accept)
+
+    def accept_failed(self, e):
+        if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            print(f'accept: {e.strerror}; pausing new connections for 1 s', file=sys.stderr)
+            self.stop()
+            self.until = time.monotonic() + 1
+        elif not isinstance(e, (BlockingIOError, ConnectionError)):  # not just a client gone
+            raise e
+
+    def timeout(self):
+        if self.until and time.monotonic() >= self.until:
+            self.resume()
+            self.until = 0
+        left = self.until and max(0.001, self.until - time.monotonic())
+        return min(self.POLL or 1, left) if left else self.POLL
 
 
 class Trace:
     """--trace: one line on stderr per wake-up: each event, its callback, and what that did."""
-
-    def __init__(self, sel):
+    def __init__(self, on):
         self.names, self.did = {}, {}  # socket -> 'ip:port'; socket -> what we did this wake-up
-        self.mechanism = next(name for name, cls in SELECTORS.items() if isinstance(sel, cls))
-
-    def __call__(self, sk, what):
-        self.did.setdefault(sk, [self.names.get(sk, 'listener')]).append(what)
-
-    def wake(self, registered, events):
+        if not on:  # each trace point is then a call that does nothing
+            self.note = self.accepted = self.wake = lambda *_: None
+    def note(self, sk, what, *args):
+        self.did.setdefault(sk, [self.names.get(sk, 'listener')]).append(what.format(*args))
+    def accepted(self, sock, conn, addr):
+        self.names[conn] = '%s:%s' % addr[:2]
+        self.note(sock, 'accepted {}', self.names[conn])
+    def wake(self, sel, events):
+        mechanism = next(name for name, cls in SELECTORS.items() if isinstance(sel, cls))
         parts = []
         for key, mask in events:
             name, *what = self.did.get(key.fileobj) or [self.names.get(key.fileobj, 'listener')]
+            if key.fileobj.fileno() < 0:  # its callback closed it
+                what.append('closed')
+                del self.names[key.fileobj]
             kind = 'EVENT_READ' if mask & selectors.EVENT_READ else 'EVENT_WRITE'
             parts.append(f'{name} {kind} -> {key.data.__name__}: {", ".join(what)}')
-        print(f'{self.mechanism}, {registered} registered -> {"; ".join(parts) or "timeout"}',
+        print(f'{mechanism}, {len(sel.get_map())} registered -> {"; ".join(parts) or "timeout"}',
               file=sys.stderr)
         self.did.clear()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--host', default='127.0.0.1')
-    parser.add_argument('--port', type=int, default=8800)
-    parser.add_argument('--selector', choices=list(SELECTORS),
-                        help='the kernel call to use, of those this platform has '
-                             '(default: selectors.DefaultSelector, the best of them)')
-    parser.add_argument('--trace', action='store_true',
-                        help='say on stderr what woke each sel.select(), and what we did')
-    args = parser.parse_args()
-    Output('stdout'), Output('stderr')
-    if hasattr(signal, 'SIGBREAK'):  # Windows: Ctrl+Break stops us as Ctrl-C does
-        signal.signal(signal.SIGBREAK, signal.default_int_handler)
-    if resource:  # Windows has no such limit
-        lift_nofile()
-
-    sock = socket.socket()
-    # Rebind at once after Ctrl-C, while old connections sit in TIME_WAIT. Not on Windows: there it
-    # would let a second server take the same port (see socket.create_server).
-    if os.name != 'nt':
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-        # The seed's listen(5) drops connects in a burst; clients then wait seconds.
-        sock.listen(1024)
-    except (OSError, OverflowError) as e:
-        sock.close()
-        sys.exit(f'cannot listen on {args.host}:{args.port}: {getattr(e, "strerror", None) or e}')
-    sock.setblocking(False)
-    # 生成select實例對象: the best this platform has, as in the seed, unless --selector says.
-    sel = SELECTORS[args.selector]() if args.selector else selectors.DefaultSelector()
-    trace = Trace(sel) if args.trace else None
-    outbuf = {}  # conn -> reply bytes the socket could not take yet
-    resume_accept = None  # out of descriptors: when to register sock again
-
-    def close(conn):
-        print('closing', conn)
-        if trace:
-            trace(conn, 'closed')
-            trace.names.pop(conn, None)
-        outbuf.pop(conn, None)
-        sel.unregister(conn)  # 取消注冊
-        conn.close()  # 關閉連接
-
-    def send(conn, data):
-        """Send what the socket takes now; keep the rest and wait until conn is writable."""
-        try:
-            sent = conn.send(data)
-        except BlockingIOError:
-            sent = 0
-        if trace:
-            trace(conn, f'sent {sent}' if sent == len(data) else
-                  f'sent {sent} of {len(data)}, waiting for EVENT_WRITE')
-        if sent < len(data):
-            outbuf[conn] = data[sent:]
-            # Stop reading from a client that is not reading our replies: memory stays bounded.
-            sel.modify(conn, selectors.EVENT_WRITE, write)
-        elif conn in outbuf:
-            del outbuf[conn]
-            sel.modify(conn, selectors.EVENT_READ, read)
-
-    def write(conn, mask):
-        try:
-            send(conn, outbuf[conn])  # should be ready: select said so
-        except OSError:
-            close(conn)
-
-    def read(conn, mask):
-        try:
-            data = conn.recv(1024)  # should be ready: select said so
-            if trace:
-                trace(conn, f'recv {len(data)} bytes')
-            if not data:
-                close(conn)
-                return
-            send(conn, data.upper() + b'_SB')
-        except OSError:  # reset, broken pipe, timeout: end this client only (not every Exception)
-            close(conn)
-
-    def accept(sock, mask):
-        nonlocal resume_accept
-        try:
-            conn, addr = sock.accept()  # should be ready: select said so
-        except (BlockingIOError, ConnectionError):
-            return  # the client gave up (or, on Windows, reset) before we got to it
-        except OSError as e:
-            if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                raise
-            # Like asyncio: pause accepting for a second instead of spinning.
-            print(f'accept: {e.strerror}; pausing new connections for 1 s', file=sys.stderr)
-            sel.unregister(sock)
-            resume_accept = time.monotonic() + 1
-            return
-        name = '%s:%s' % addr[:2]
-        if not watchable(sel, conn):  # sel.select() would raise ValueError: refuse, serve the rest
-            print(f'refusing {name}: past what select() can watch', file=sys.stderr)
-            conn.close()
-            return
-        print('-------', conn)
-        if trace:
-            trace.names[conn] = name
-            trace(sock, f'accepted {name}')
-        conn.setblocking(False)  # accept() hands back a blocking socket on Linux
-        # 注冊conn,回調 read函數
-        sel.register(conn, selectors.EVENT_READ, read)
-
-    # 注冊server事件: 只要來一個鏈接就回調accept
-    sel.register(sock, selectors.EVENT_READ, accept)
-    events = None
-    try:
-        while True:
-            if resume_accept and time.monotonic() >= resume_accept:
-                sel.register(sock, selectors.EVENT_READ, accept)
-                resume_accept = None
-            if events != []:  # not again after a timeout: Windows wakes twice a second
-                print('wating....')
-            # Block with no timeout while idle; wake to resume accepting, and on Windows for Ctrl-C.
-            timeout = POLL
-            if resume_accept:
-                timeout = min(POLL or 1, max(0, resume_accept - time.monotonic()))
-            registered = trace and len(sel.get_map())
-            events = sel.select(timeout)
-            for key, mask in events:
-                callback = key.data  # accept, read or write
-                callback(key.fileobj, mask)
-            if trace:
-                trace.wake(registered, events)
-    except KeyboardInterrupt:
-        print('server stopped', file=sys.stderr)
-    finally:
-        for key in list(sel.get_map().values()):
-            key.fileobj.close()
-        sel.close()
-        sock.close()
-
-
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; the sockets close as we exit
+        print('server stopped', file=sys.stderr)
