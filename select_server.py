@@ -135,8 +135,7 @@ def guard(name):
     """When stdout or stderr can't be written (a closed pipe, a full disk), say so once and drop
     the rest, below the buffer: a print costs no more. The seed's print() raised into the loop."""
     stream = getattr(sys, name)  # unprintables escaped; stderr by line, as Python 3.9+ has it
-    stream.reconfigure(errors='backslashreplace',
-                       line_buffering=stream.line_buffering or name == 'stderr')
+    stream.reconfigure(errors='backslashreplace', line_buffering=name == 'stderr' or None)
     raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between
 
     def write_or_drop(data, write=raw.write):

@@ -25,17 +25,16 @@ def main():
                 sel.unregister(conn)
                 conn.close()
                 return
-            outbuf[conn] = data.upper() + b'_SB'
-            write(conn, mask)  # fix: send what the socket takes, and keep the rest
+            write(conn, mask, data.upper() + b'_SB')  # fix: what the socket can't take waits
         except OSError:  # fix: socket errors only; the seed's Exception hid our own mistakes
             print('closing', conn)
             sel.unregister(conn)  # 取消注冊
             conn.close()  # 關閉連接
 
-    def write(conn, mask):
+    def write(conn, mask, data=None):
         """fix: send what the socket takes. Keep the rest and wait for EVENT_WRITE, not EVENT_READ,
         until it is sent: a client that does not read our replies can't fill our memory."""
-        data = outbuf.pop(conn)
+        data = data or outbuf.pop(conn)
         try:
             sent = conn.send(data)
         except BlockingIOError:
@@ -89,8 +88,7 @@ def main():
 # ---- Below: what the tutorial does not teach, which the lesson calls by name: the command ----
 # ---- line, the output guard, the file limit, select()'s wall, the accept pause, --trace. ----
 
-# The kernel calls selectors can wrap, of those this platform has.
-SELECTORS = {name: getattr(selectors, name.capitalize() + 'Selector')
+SELECTORS = {name: getattr(selectors, name.capitalize() + 'Selector')  # what this platform has
              for name in ('select', 'poll', 'epoll', 'kqueue', 'devpoll')
              if hasattr(selectors, name.capitalize() + 'Selector')}
 
@@ -149,8 +147,7 @@ def guard(name):
     """When stdout or stderr can't be written (a closed pipe, a full disk), say so once and drop
     the rest, below the buffer: a print costs no more. The seed's print() raised into the loop."""
     stream = getattr(sys, name)  # unprintables escaped; stderr by line, as Python 3.9+ has it
-    stream.reconfigure(errors='backslashreplace',
-                       line_buffering=stream.line_buffering or name == 'stderr')
+    stream.reconfigure(errors='backslashreplace', line_buffering=name == 'stderr' or None)
     raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between
 
     def write_or_drop(data, write=raw.write):
