@@ -12,8 +12,8 @@ def main():
         server.listen(1024)  # fix: listen()'s default backlog drops a burst of connects
     server.setblocking(False)
     # fix: the seed's server said nothing, and looked dead until a client came
-    print(f'listening on {args.host}:{args.port}. This loop never sleeps: it keeps a CPU core '
-          'busy even when idle. Ctrl-C stops it.', file=sys.stderr)
+    print(f'listening on {args.host}:{args.port}: the loop never sleeps, so a CPU core stays '
+          'busy. Ctrl-C stops it.', file=sys.stderr)
     con_list = []
     rm_list = []
     outbuf = {}  # fix: conn -> the part of its reply that the socket could not take yet
