@@ -49,4 +49,4 @@ interactive:
 	$(PYTHON) interactive_client.py --port $(PORT)
 
 clean:
-	rm -rf .venv .pytest_cache .benchmarks __pycache__
+	rm -rf .venv .pytest_cache __pycache__

@@ -9,19 +9,14 @@ import selectors
 import signal
 import socket
 import socketserver
-import statistics
 import subprocess
 import sys
 import time
 
+import harness
 import selectors_server  # importing starts nothing: for its mechanisms and lift_nofile()
+from harness import free_port, reply_rule, resource, usage
 
-try:
-    import resource
-except ImportError:  # Windows
-    resource = None
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 MSG = b'abcdefgh' * 8  # 64 bytes, one ping
 BUSY = 16  # busy clients beside the idle crowd
 NO_PRINT = 'select/no print'
@@ -54,8 +49,10 @@ def servers():
 
 
 def reply_len(name):
-    return {'nonblocking': len(b'my server'), 'select': len(MSG)}.get(name.split('/')[0],
-                                                                      len(MSG) + 3)
+    """The length of a server's reply to MSG. asyncio and threads answer as selectors does."""
+    script = {'nonblocking': 'nonblocking_server.py', 'select': 'select_server.py'}.get(
+        name.split('/')[0], 'selectors_server.py')
+    return len(reply_rule(script, MSG))
 
 
 # ---- the yardsticks -------------------------------------------------------------------------
@@ -113,24 +110,6 @@ def serve(kind, port):
 
 # ---- measuring a server from outside --------------------------------------------------------
 
-def server_cpu(pid):
-    """CPU seconds the process has used, or None where there is no /proc."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
-def server_rss_kib(pid):
-    try:
-        with open(f'/proc/{pid}/status') as f:
-            return next(int(line.split()[1]) for line in f if line.startswith('VmRSS:'))
-    except OSError:
-        return None
-
-
 def connect(port, n):
     """Open n connections; the kernel completes them even before the server accepts."""
     socks = []
@@ -176,9 +155,9 @@ def ping_all(socks, length, timeout=10):
 def measure_idle(port, pid, seconds):
     with socket.create_connection(('127.0.0.1', port), timeout=5):
         time.sleep(0.2)
-        cpu0, t0 = server_cpu(pid), time.perf_counter()
+        cpu0, t0 = usage(pid)[0], time.perf_counter()
         time.sleep(seconds)
-        cpu1, t1 = server_cpu(pid), time.perf_counter()
+        cpu1, t1 = usage(pid)[0], time.perf_counter()
     return {'idle_cpu_pct': None if cpu0 is None else 100 * (cpu1 - cpu0) / (t1 - t0)}
 
 
@@ -190,7 +169,7 @@ def measure_load(socks, pid, seconds, length):
     with selectors.DefaultSelector() as sel:
         for s in socks:
             sel.register(s, selectors.EVENT_READ)
-        cpu0, t0 = server_cpu(pid), time.perf_counter()
+        cpu0, t0 = usage(pid)[0], time.perf_counter()
         end = t0 + seconds
         for s in socks:
             sent_at[s] = time.perf_counter()
@@ -210,7 +189,7 @@ def measure_load(socks, pid, seconds, length):
                     sent_at[s] = now
                     s.send(MSG)
             now = time.perf_counter()
-        cpu1, t1 = server_cpu(pid), time.perf_counter()
+        cpu1, t1 = usage(pid)[0], time.perf_counter()
     latencies.sort()
     n = len(latencies)
     cpu = None if cpu0 is None else cpu1 - cpu0
@@ -224,7 +203,7 @@ def measure_load(socks, pid, seconds, length):
 def open_crowd(port, pid, idle, length):
     """Open up to `idle` connections, each answered once, so that we know it is held. A server
     that refuses some is kept to the largest round hundred it holds."""
-    base, held = server_rss_kib(pid), []
+    base, held = usage(pid)[1], []
     while len(held) < idle:
         batch = connect(port, min(BATCH, idle - len(held)))
         ok = ping_all(batch, length)
@@ -239,7 +218,7 @@ def open_crowd(port, pid, idle, length):
             s.close()
         held = held[:most // 100 * 100]
     time.sleep(0.2)  # let the server finish with the refused ones
-    rss = server_rss_kib(pid)
+    rss = usage(pid)[1]
     return held, {'idle': len(held), 'asked': idle, 'most': most,
                   'kib_per_conn': (rss - base) / len(held) if held and base else None}
 
@@ -263,34 +242,14 @@ def load_main(args):
 
 # ---- running the whole benchmark ------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def run_phase(name, command, phase, seconds):
     """Start a fresh server, drive one phase from a separate process, stop the server."""
     port = free_port()
-    # A shell's background job ignores SIGINT, and its children inherit that: restore it, so
-    # that Ctrl-C (SIGINT below) stops the server as it would at a terminal.
-    windows = os.name == 'nt'
-    restore = None if windows else (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    # Windows: a process group of its own, so that Ctrl+Break (below) reaches this server alone.
-    server = subprocess.Popen([sys.executable, *command, '--port', str(port)], cwd=HERE,
-                              preexec_fn=restore, env=SERVER_ENV,
-                              creationflags=subprocess.CREATE_NEW_PROCESS_GROUP if windows else 0,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = harness.start([*command, '--port', port], env=SERVER_ENV,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(('127.0.0.1', port), timeout=5).close()
-                break
-            except ConnectionRefusedError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f'bench: the {name} server did not start')
-                time.sleep(0.05)
+        if not harness.wait_until_accepting(server, port, timeout=10):
+            raise SystemExit(f'bench: the {name} server did not start')
         load = subprocess.run([sys.executable, os.path.abspath(__file__), '--load', phase,
                                '--server', name, '--port', str(port), '--pid', str(server.pid),
                                '--seconds', str(seconds)], stdout=subprocess.PIPE, timeout=300)
@@ -298,9 +257,8 @@ def run_phase(name, command, phase, seconds):
             raise SystemExit(f'bench: the load generator failed against the {name} server')
         return json.loads(load.stdout)
     finally:
-        server.send_signal(signal.CTRL_BREAK_EVENT if windows else signal.SIGINT)
         try:
-            server.wait(5)
+            harness.interrupt(server)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()

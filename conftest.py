@@ -1,32 +1,19 @@
-"""What every test shares: free ports, the scripts started as processes, and their clean-up."""
+"""What every test shares: the scripts started as processes, their clean-up, and talking to them.
+What bench.py needs as well is in harness.py."""
 import os
-import pathlib
 import re
-import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-try:
-    import resource
-except ImportError:  # Windows
-    resource = None
+import harness
+from harness import SERVERS, TIMEOUT, free_port, reply_rule, resource, usage
 
-HERE = pathlib.Path(__file__).resolve().parent
-SERVERS = ['nonblocking_server.py', 'select_server.py', 'selectors_server.py']
-TIMEOUT = 5  # seconds: every socket and every wait has one
 # Children speak UTF-8 whatever the locale, as a Chinese Windows pipe (gbk) would not.
 ENV = {k: v for k, v in os.environ.items() if k != 'PYTHONIOENCODING'}
 ENV['PYTHONUTF8'] = '1'
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, what, timeout=TIMEOUT):
@@ -34,17 +21,6 @@ def wait_for(predicate, what, timeout=TIMEOUT):
     while not predicate():
         assert time.monotonic() < deadline, f'timed out waiting for {what}'
         time.sleep(0.02)
-
-
-def usage(pid):
-    """(CPU seconds, resident KiB) of a process, from /proc; (None, None) where there is none."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-    except OSError:
-        return None, None
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-    return cpu, int(fields[21]) * os.sysconf('SC_PAGE_SIZE') // 1024
 
 
 def growth_kib(pid, base):
@@ -72,23 +48,11 @@ class Proc:
         self.script = script
         name = f'{script}.{id(self)}'
         self.out, self.err = tmp_path / f'{name}.out', tmp_path / f'{name}.err'
-
-        def child_setup():
-            # A shell's background jobs ignore SIGINT; our Ctrl-C must reach the script.
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            if nofile:
-                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
-
-        cmd = [sys.executable, str(HERE / script), *args]
-        if emulate:
-            cmd[1:1] = [str(HERE / 'emulate.py'), emulate]
-        windows = os.name == 'nt'
+        emulated = ['emulate.py', emulate] if emulate else []
         with open(self.out, 'wb') as out, open(self.err, 'wb') as err:
-            self.p = subprocess.Popen(
-                cmd, cwd=HERE, stdin=stdin, stdout=stdout or out, stderr=stderr or err,
-                env={**ENV, **(env or {})}, preexec_fn=None if windows else child_setup,
-                # Windows: a group of its own, so that Ctrl+Break reaches this process alone.
-                creationflags=subprocess.CREATE_NEW_PROCESS_GROUP if windows else 0)
+            self.p = harness.start([*emulated, script, *args], nofile=nofile, stdin=stdin,
+                                   stdout=stdout or out, stderr=stderr or err,
+                                   env={**ENV, **(env or {})})
 
     def stdout(self):
         return self.out.read_text(encoding='utf-8', errors='replace')
@@ -98,8 +62,7 @@ class Proc:
 
     def interrupt(self, sig=None):
         """Ctrl-C, as a person would press it (Ctrl+Break on Windows); return the exit code."""
-        self.p.send_signal(sig or (signal.CTRL_BREAK_EVENT if os.name == 'nt' else signal.SIGINT))
-        return self.p.wait(TIMEOUT)
+        return harness.interrupt(self.p, sig=sig)
 
     def stop(self):
         if self.p.poll() is None:
@@ -115,15 +78,9 @@ class Server(Proc):
         super().__init__(tmp_path, script, '--port', str(self.port), *args, **kwargs)
 
     def wait_until_accepting(self):
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            assert self.p.poll() is None, f'{self.script} exited: {self.stderr()}'
-            try:
-                socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT).close()
-                return self
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline, f'{self.script} did not start listening'
-                time.sleep(0.05)
+        assert harness.wait_until_accepting(self.p, self.port), \
+            f'{self.script} did not start listening: {self.stderr()}'
+        return self
 
     def connect(self):
         return socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT)
@@ -134,15 +91,6 @@ class Server(Proc):
         assert 'Traceback' not in self.stderr()
         with self.connect() as c:
             assert round_trip(c, self.script, b'still there?')
-
-
-def reply_rule(script, data):
-    """What the server answers to one chunk of bytes."""
-    if script == 'nonblocking_server.py':
-        return b'my server'
-    if script == 'select_server.py':
-        return data.decode('utf-8', 'surrogateescape').upper().encode('utf-8', 'surrogateescape')
-    return data.upper() + b'_SB'
 
 
 def recv_exactly(sock, n):
@@ -158,6 +106,19 @@ def round_trip(sock, script, data):
     sock.sendall(data)
     expected = reply_rule(script, data)
     assert recv_exactly(sock, len(expected)) == expected
+    return True
+
+
+def whole_reply(script, data, reply):
+    """The reply to data that the server read in pieces of 1024 bytes or fewer: an answer to
+    each piece in turn. Each answer ends the same way (b'my server', b'_SB' or not at all): one
+    such end for every 1024 bytes or more, and without them, what is left answers the data."""
+    end = reply_rule(script, b'')
+    answer = reply_rule(script, data)
+    if end:
+        assert reply.count(end) >= len(data) // 1024, f'{reply.count(end)} answers'
+        reply, answer = reply.replace(end, b''), answer[:-len(end)]
+    assert reply == answer
     return True
 
 
