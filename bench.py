@@ -1,28 +1,40 @@
 #!/usr/bin/env python3
 """Measure the three IO models side by side, with asyncio and threads as yardsticks."""
 import argparse
-import asyncio
+import collections
+import contextlib
 import json
 import os
+import pathlib
 import platform
 import selectors
+import shutil
 import signal
 import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import time
 
 import harness
 import selectors_server  # importing starts nothing: for its mechanisms and lift_nofile()
-from harness import free_port, reply_rule, resource, usage
+from harness import HERE, SERVERS, free_port, reply_rule, resource, usage
 
 MSG = b'abcdefgh' * 8  # 64 bytes, one ping
 BUSY = 16  # busy clients beside the idle crowd
 NO_PRINT = 'select/no print'
+# select_server.py with print() a no-op: what its print of every message costs (loads only).
+NO_PRINT_CODE = ['-c', 'import builtins, runpy, sys; builtins.print = lambda *a, **k: None; '
+                 'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")']
 BATCH = 500  # connections opened at a time, within every server's listen backlog of 1024
 # Servers print into a buffer, whatever this shell has set: the same cost in every run.
 SERVER_ENV = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
+SMOKE = 'A smoke run (--quick), too short to rank the servers: `make bench` is the measurement.'
+
+# args: what follows `python`; rule: whose reply rule it follows; script: the tutorial's script
+# it runs, or None for a yardstick.
+Row = collections.namedtuple('Row', 'args rule script')
 
 
 def default_mechanism():
@@ -31,47 +43,63 @@ def default_mechanism():
                     if isinstance(sel, cls))
 
 
-def servers():
-    """name -> the command that starts it. The selectors server runs once per mechanism."""
+def servers(folder=HERE):
+    """name -> Row. The selectors server runs once per mechanism."""
+    def script(name, *args, prefix=()):
+        path = pathlib.Path(folder, name)
+        return Row([*prefix, path, *args], name, path)
+
     default = default_mechanism()
-    found = {'nonblocking': ['nonblocking_server.py'], 'select': ['select_server.py']}
-    # select_server.py with print() a no-op: what its print of every message costs (loads only).
-    found[NO_PRINT] = ['-c', 'import builtins, runpy, sys; builtins.print = lambda *a, **k: None; '
-                       'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")',
-                       'select_server.py']
+    found = {'nonblocking': script('nonblocking_server.py'), 'select': script('select_server.py'),
+             NO_PRINT: script('select_server.py', prefix=NO_PRINT_CODE)}
     for name in sorted(selectors_server.SELECTORS, key=lambda n: n != default):
         # The default is selectors.DefaultSelector() itself, as the tutorial has it.
-        found[f'selectors/{name}'] = ['selectors_server.py'] + (
-            [] if name == default else ['--selector', name])
-    found['asyncio'] = [os.path.basename(__file__), '--serve', 'asyncio']
-    found['threads'] = [os.path.basename(__file__), '--serve', 'threads']
+        found[f'selectors/{name}'] = script('selectors_server.py', *(
+            [] if name == default else ['--selector', name]))
+    for kind in ('asyncio', 'threads'):
+        found[kind] = Row([os.path.abspath(__file__), '--serve', kind], 'selectors_server.py',
+                          None)
     return found
 
 
-def reply_len(name):
-    """The length of a server's reply to MSG. asyncio and threads answer as selectors does."""
-    script = {'nonblocking': 'nonblocking_server.py', 'select': 'select_server.py'}.get(
-        name.split('/')[0], 'selectors_server.py')
-    return len(reply_rule(script, MSG))
+def with_compared(rows, folder):
+    """The rows, each followed by itself as run from the scripts found in folder (named
+    NAME@FOLDER), so that the two take turns in every phase."""
+    folder = pathlib.Path(folder).resolve()  # the servers run in this folder, not ours
+    there = servers(folder)
+    found = {}
+    for name, row in rows.items():
+        found[name] = row
+        if row.script and there[name].script.is_file():
+            found[f'{name}@{folder.name}'] = there[name]
+    return found
+
+
+def original(name):
+    """The row a --compare row copies: select@before -> select."""
+    return name.split('@')[0]
 
 
 # ---- the yardsticks -------------------------------------------------------------------------
 
-class UpperSB(asyncio.Protocol):
+def serve_asyncio(port):
     """The selectors reply rule, in the standard library's own event loop."""
+    import asyncio  # only here: the load generator, started for every run, needs none of it
 
-    def connection_made(self, transport):
-        self.transport = transport
+    class UpperSB(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
 
-    def data_received(self, data):
-        self.transport.write(data.upper() + b'_SB')
+        def data_received(self, data):
+            self.transport.write(data.upper() + b'_SB')
 
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(UpperSB, '127.0.0.1', port, backlog=1024)
+        async with server:
+            await server.serve_forever()
 
-async def serve_asyncio(port):
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(UpperSB, '127.0.0.1', port, backlog=1024)
-    async with server:
-        await server.serve_forever()
+    asyncio.run(main())
 
 
 class UpperSBHandler(socketserver.BaseRequestHandler):
@@ -100,7 +128,7 @@ def serve(kind, port):
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     try:
         if kind == 'asyncio':
-            asyncio.run(serve_asyncio(port))
+            serve_asyncio(port)
         else:
             with ThreadingServer(('127.0.0.1', port), UpperSBHandler) as server:
                 server.serve_forever()
@@ -217,7 +245,7 @@ def open_crowd(port, pid, idle, length):
         for s in held[most // 100 * 100:]:
             s.close()
         held = held[:most // 100 * 100]
-    time.sleep(0.2)  # let the server finish with the refused ones
+        time.sleep(0.2)  # let the server finish with the refused ones
     rss = usage(pid)[1]
     return held, {'idle': len(held), 'asked': idle, 'most': most,
                   'kib_per_conn': (rss - base) / len(held) if held and base else None}
@@ -225,7 +253,7 @@ def open_crowd(port, pid, idle, length):
 
 def load_main(args):
     """The load generator: one phase against one running server, JSON on stdout."""
-    port, pid, length = args.port, args.pid, reply_len(args.server)
+    port, pid, length = args.port, args.pid, args.length
     kind, _, count = args.phase.partition(':')
     if kind == 'idle':
         result = measure_idle(port, pid, args.seconds)
@@ -242,44 +270,73 @@ def load_main(args):
 
 # ---- running the whole benchmark ------------------------------------------------------------
 
-def run_phase(name, command, phase, seconds):
+def run_phase(name, row, phase, seconds):
     """Start a fresh server, drive one phase from a separate process, stop the server."""
     port = free_port()
-    server = harness.start([*command, '--port', port], env=SERVER_ENV,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        if not harness.wait_until_accepting(server, port, timeout=10):
-            raise SystemExit(f'bench: the {name} server did not start')
-        load = subprocess.run([sys.executable, os.path.abspath(__file__), '--load', phase,
-                               '--server', name, '--port', str(port), '--pid', str(server.pid),
-                               '--seconds', str(seconds)], stdout=subprocess.PIPE, timeout=300)
-        if load.returncode:
-            raise SystemExit(f'bench: the load generator failed against the {name} server')
-        return json.loads(load.stdout)
-    finally:
+    with tempfile.TemporaryFile() as err:
+        server = harness.start([*row.args, '--port', port], env=SERVER_ENV,
+                               stdout=subprocess.DEVNULL, stderr=err)
         try:
-            harness.interrupt(server)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            if not harness.wait_until_accepting(server, port, timeout=10):
+                err.seek(0)
+                said = err.read().decode(errors='replace').strip().splitlines()[-1:]
+                raise SystemExit(f'bench: the {name} server did not start' +
+                                 ''.join(f': {line}' for line in said))
+            load = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), '--load', phase, '--server', name,
+                 '--port', str(port), '--pid', str(server.pid), '--seconds', str(seconds),
+                 '--length', str(len(reply_rule(row.rule, MSG)))],
+                stdout=subprocess.PIPE, timeout=300)
+            if load.returncode:
+                raise SystemExit(f'bench: the load generator failed against the {name} server')
+            return json.loads(load.stdout)
+        finally:
+            try:  # Ctrl-C, as at a terminal. Threads winding down 10,000 handlers take 10 s or
+                harness.interrupt(server, timeout=1)  # more, and the figures are in: kill them.
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
-def progress(what):
-    print(f'bench: {what}', file=sys.stderr, flush=True)
+Run = collections.namedtuple('Run', 'name phase what seconds slice')
 
 
-def sliced(args, phases, names):
-    """Run each phase in short slices, the servers taking turns, and keep for each the whole
-    slice whose CPU per round trip is the median: a noisy moment on a shared machine then moves
-    one slice, not the result, and a row never mixes slices."""
-    runs = {}
-    for phase, what in phases:
+def plan(args):
+    """Every run in order. First each server's idle CPU; then each load and crowd in short
+    slices, the servers taking turns, in order and then in reverse, so that a row and its
+    --compare row are each measured first as often as the other."""
+    full = [name for name in args.rows if original(name) != NO_PRINT]
+    runs = [Run(name, 'idle', 'idle CPU', args.idle_seconds, None) for name in full]
+    phases = [(f'load:{n}', f'{n} connection{"s" * (n != 1)}', list(args.rows))
+              for n in args.conns]
+    # 16 busy clients beside 0 idle ones is the load of 16: measure it once.
+    phases += [(f'crowd:{n}', f'{BUSY} busy beside {n:,} idle', full) for n in args.idle
+               if n or BUSY not in args.conns]
+    for phase, what, names in phases:
         for i in range(args.slices):
-            for name in names:
-                progress(f'{name}: {what} for {args.seconds} s ({i + 1}/{args.slices})')
-                runs.setdefault((name, phase), []).append(
-                    run_phase(name, args.commands[name], phase, args.seconds))
-    return {key: median_slice(slices) for key, slices in runs.items()}
+            runs += [Run(name, phase, what, args.seconds, i)
+                     for name in (names if i % 2 == 0 else names[::-1])]
+    return runs
+
+
+def run_all(args, progress):
+    slices = {}
+    for run in plan(args):
+        with progress.step(run):
+            result = run_phase(run.name, args.rows[run.name], run.phase, run.seconds)
+        slices.setdefault((run.name, run.phase), []).append(result)
+    # Of each phase's slices, keep the whole slice whose CPU per round trip is the median: a
+    # noisy moment on a shared machine then moves one slice, not the result, and a row never
+    # mixes slices.
+    picked = {key: median_slice(found) for key, found in slices.items() if key[1] != 'idle'}
+    results = {name: {} for name in args.rows}
+    for name, r in results.items():
+        r.update(slices.get((name, 'idle'), [{}])[0])
+        r['loads'] = [picked[name, f'load:{n}'] for n in args.conns]
+        if (name, 'idle') in slices:
+            r['crowd'] = [picked.get((name, f'crowd:{n}')) or
+                          dict(picked[name, f'load:{BUSY}'], idle=0, asked=0) for n in args.idle]
+    return results
 
 
 def median_slice(slices):
@@ -288,24 +345,66 @@ def median_slice(slices):
     return ranked[(len(ranked) - 1) // 2]
 
 
-def run_all(args):
-    results = {name: {} for name in args.servers}
-    full = [name for name in args.servers if name != NO_PRINT]
-    for name in full:
-        progress(f'{name}: idle CPU over {args.idle_seconds} s')
-        results[name].update(run_phase(name, args.commands[name], 'idle', args.idle_seconds))
-    loads = sliced(args, [(f'load:{n}', f'{n} connection{"s" * (n != 1)}') for n in args.conns],
-                   args.servers)
-    # 16 busy clients beside 0 idle ones is the load of 16: measure it once.
-    crowd = sliced(args, [(f'crowd:{n}', f'{BUSY} busy beside {n:,} idle') for n in args.idle
-                          if n or BUSY not in args.conns], full)
-    for name in args.servers:
-        results[name]['loads'] = [loads[name, f'load:{n}'] for n in args.conns]
-    for name in full:
-        results[name]['crowd'] = [
-            crowd.get((name, f'crowd:{n}')) or dict(loads[name, f'load:{BUSY}'], idle=0, asked=0)
-            for n in args.idle]
-    return results
+class Progress:
+    """Which run of how many, the time gone and an estimate of the time left, on stderr: one
+    line rewritten in place at a terminal, a plain line a run elsewhere (a pipe, CI)."""
+
+    def __init__(self, runs, slices, stream=sys.stderr):
+        self.left, self.slices, self.stream = list(runs), slices, stream
+        self.total, self.tty = len(runs), stream.isatty()
+        self.done = []  # (run, seconds it took)
+        self.t0, self.shown = time.monotonic(), 0
+
+    def guess(self, run):
+        """Seconds a run will take: what the same run took in an earlier slice, or else a rough
+        model, scaled by how far off it has been so far."""
+        same = [took for r, took in self.done if r[:2] == run[:2]]
+        if same:
+            return sum(same) / len(same)
+        modelled = sum(model(r) for r, _ in self.done)
+        return model(run) * (sum(took for _, took in self.done) / modelled if self.done else 1)
+
+    @contextlib.contextmanager
+    def step(self, run):
+        number = self.total - len(self.left) + 1
+        part = ('' if run.slice is None or self.slices == 1 else
+                f', slice {run.slice + 1}/{self.slices}')
+        left = sum(self.guess(r) for r in self.left)
+        # The times first: a narrow terminal cuts the end of the line.
+        self.say(f'bench {number}/{self.total} ({clock(time.monotonic() - self.t0)} gone, '
+                 f'about {clock(left)} left): {run.name}: {run.what}{part}')
+        t = time.monotonic()
+        yield
+        self.done.append((run, time.monotonic() - t))
+        self.left.remove(run)
+
+    def say(self, line):
+        if not self.tty:
+            print(line, file=self.stream, flush=True)
+            return
+        line = line[:shutil.get_terminal_size().columns - 1]
+        self.stream.write(f'\r{line:<{self.shown}}')  # spaces cover what a longer line left
+        self.stream.flush()
+        self.shown = len(line)
+
+    def end(self, line=None):
+        """A last line, if any, and the cursor on a fresh line for whatever comes next."""
+        if line:
+            self.say(line)
+        if self.tty and self.shown:
+            self.stream.write('\n')
+            self.shown = 0
+
+
+def model(run):
+    """A first guess at the seconds a run takes: a server and a load generator to start, and a
+    crowd to open."""
+    kind, _, n = run.phase.partition(':')
+    return run.seconds + 0.3 + (int(n) / 4000 if kind == 'crowd' else 0)
+
+
+def clock(seconds):
+    return f'{int(seconds) // 60}:{int(seconds) % 60:02}'
 
 
 # ---- the report -----------------------------------------------------------------------------
@@ -330,10 +429,11 @@ def cpu_cells(r, run, ref):
 
 def print_tables(results, args):
     ref = results.get('asyncio', {})
+    w = max(16, *map(len, results))  # the name column: as wide as --compare's names need
     print('Idle, and memory per idle connection (the server process\'s own, not the kernel\'s '
           'socket buffers)')
     counts = [n for n in args.idle if n]
-    print(f'{"server":16} {"idle CPU %":>10} ' + ' '.join(f'{f"KiB/conn at {n:,}":>22}'
+    print(f'{"server":{w}} {"idle CPU %":>10} ' + ' '.join(f'{f"KiB/conn at {n:,}":>22}'
                                                            for n in counts) + '  most clients')
     crowds = {name: r for name, r in results.items() if 'crowd' in r}
     for name, r in crowds.items():
@@ -344,22 +444,22 @@ def print_tables(results, args):
                 cells.append(f'{fmt(run.get("kib_per_conn"), ".2f") + held:>22}')
         top = r['crowd'][-1]
         most = f'{top.get("most", 0) + BUSY:,}' + ('+' if top['idle'] >= top['asked'] else '')
-        print(f'{name:16} {fmt(r.get("idle_cpu_pct"), ".1f"):>10} {" ".join(cells)}  {most:>12}')
+        print(f'{name:{w}} {fmt(r.get("idle_cpu_pct"), ".1f"):>10} {" ".join(cells)}  {most:>12}')
 
     print()
     print('Busy connections, each sending 64 bytes and waiting for the reply')
-    print(f'{"server":16} {"conns":>5} {"round trips/s":>13} {"p50 ms":>7} {"p99 ms":>7} '
+    print(f'{"server":{w}} {"conns":>5} {"round trips/s":>13} {"p50 ms":>7} {"p99 ms":>7} '
           f'{"CPU %":>6} {"CPU µs/rt":>9} {"× asyncio":>9}')
     for name, r in results.items():
         for i, run in enumerate(r['loads']):
             base = ref['loads'][i]['cpu_us_per_rt'] if ref else None
-            print(f'{name:16} {run["conns"]:>5} {run["rt_per_s"]:>13.0f} '
+            print(f'{name:{w}} {run["conns"]:>5} {run["rt_per_s"]:>13.0f} '
                   f'{fmt(run["p50_ms"], ".3f"):>7} {fmt(run["p99_ms"], ".3f"):>7} '
                   f'{fmt(run["cpu_pct"], ".0f"):>6} {cpu_cells(r, run, base)}')
 
     print()
     print(f'The crowd: {BUSY} busy connections beside idle ones held open')
-    print(f'{"server":16} {"idle":>13} {"round trips/s":>13} {"p50 ms":>7} {"p99 ms":>7} '
+    print(f'{"server":{w}} {"idle":>13} {"round trips/s":>13} {"p50 ms":>7} {"p99 ms":>7} '
           f'{"CPU µs/rt":>9} {"× asyncio":>9} {"× own at 0":>10}')
     for name, r in crowds.items():
         own = r['crowd'][0]['cpu_us_per_rt']
@@ -367,14 +467,14 @@ def print_tables(results, args):
             base = ref['crowd'][i]['cpu_us_per_rt'] if ref else None
             idle = f'{run["idle"]:,}' + (' (wall)' if run['idle'] < run['asked'] else '')
             us = run['cpu_us_per_rt']
-            print(f'{name:16} {idle:>13} {run["rt_per_s"]:>13.0f} '
+            print(f'{name:{w}} {idle:>13} {run["rt_per_s"]:>13.0f} '
                   f'{fmt(run["p50_ms"], ".3f"):>7} {fmt(run["p99_ms"], ".3f"):>7} '
                   f'{cpu_cells(r, run, base)} {fmt(us and own and us / own, ".2f"):>10}')
     print()
-    print_chart(crowds)
+    print_chart(crowds, w)
 
 
-def print_chart(results, width=50):
+def print_chart(results, w, width=50):
     """One bar per server and idle count: CPU µs per round trip, in Unicode blocks."""
     ref = results.get('asyncio', {}).get('crowd', [{}])[0].get('cpu_us_per_rt')
     values = [run['cpu_us_per_rt'] for r in results.values() if not spins(r)
@@ -388,7 +488,7 @@ def print_chart(results, width=50):
         for i, run in enumerate(r['crowd']):
             us = run['cpu_us_per_rt']
             wall = ' (its wall)' if run['idle'] < run['asked'] else ''
-            label = f'{name if i == 0 else "":16} {run["idle"]:>6,} idle{wall:11} '
+            label = f'{name if i == 0 else "":{w}} {run["idle"]:>6,} idle{wall:11} '
             if us is None:
                 print(label + ('failed' if not run['round_trips'] else '-'))
                 continue
@@ -413,24 +513,32 @@ def numbers(text, least):
 
 def main():
     known = servers()
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog='Progress goes to stderr, the tables (or JSON) to stdout.')
     parser.add_argument('--servers', default=','.join(known),
                         help='comma-separated, from: %(default)s')
     parser.add_argument('--conns', default='1,16', help='busy connection counts for the load')
     parser.add_argument('--idle', default='0,1000,10000',
-                        help=f'idle connections held beside {BUSY} busy ones (the crowd)')
+                        help=f'idle connections held beside {BUSY} busy ones (the crowd); '
+                             '%(default)s by default')
     parser.add_argument('--seconds', type=float, default=1.0,
                         help='seconds of load per count and slice (three slices each)')
     parser.add_argument('--quick', action='store_true',
-                        help=f'a short run, for a smoke check: --conns {BUSY} --idle 0,300, '
-                             'one slice')
+                        help=f'a smoke run, too short to rank the servers: --conns {BUSY} '
+                             '--idle 0,300 --seconds 0.5, one slice')
     parser.add_argument('--json', action='store_true', help='print JSON instead of tables')
+    parser.add_argument('--compare', metavar='DIR',
+                        help='also run the server scripts found in DIR (a git worktree of an '
+                             'earlier commit, an edited copy) as rows NAME@DIRNAME, each taking '
+                             'turns with its own row slice by slice, in every phase: the idle '
+                             'CPU, the loads and the crowd (--idle 0 skips the crowd). '
+                             '--servers chooses the rows; --compare . shows the noise')
     # Internal: the yardstick servers, and the load generator in its own process.
     parser.add_argument('--serve', choices=['asyncio', 'threads'], help=argparse.SUPPRESS)
     parser.add_argument('--load', dest='phase', help=argparse.SUPPRESS)
-    for hidden in ('--server', '--port', '--pid'):
-        parser.add_argument(hidden, type=str if hidden == '--server' else int,
-                            help=argparse.SUPPRESS)
+    parser.add_argument('--server', help=argparse.SUPPRESS)
+    for hidden in ('--port', '--pid', '--length'):
+        parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if resource:  # room for 10,000 connections, in us and in the servers we start
@@ -443,38 +551,52 @@ def main():
         except KeyboardInterrupt:  # Ctrl-C reaches us too; bench.py itself says so
             sys.exit(130)
 
-    args.servers = args.servers.split(',')
-    bad = [s for s in args.servers if s not in known]
+    names = args.servers.split(',')
+    bad = [s for s in names if s not in known]
     if bad:
         parser.error(f'unknown server {bad[0]!r}; choose from {",".join(known)}')
-    args.commands = known
-    if args.quick and args.idle == parser.get_default('idle'):
-        args.idle = '0,300'
-    if args.quick and args.conns == parser.get_default('conns'):
-        args.conns = str(BUSY)
+    args.rows = {name: known[name] for name in names}
+    if args.compare:
+        args.rows = with_compared(args.rows, args.compare)
+        if len(args.rows) == len(names):
+            parser.error(f'--compare: {args.compare} has none of the scripts that '
+                         f'{",".join(names)} run: {", ".join(SERVERS)}')
+    for option, quick in (('idle', '0,300'), ('conns', str(BUSY)), ('seconds', 0.5)):
+        if args.quick and getattr(args, option) == parser.get_default(option):
+            setattr(args, option, quick)
     args.conns, args.idle = numbers(args.conns, 1), numbers(args.idle, 0)
     if not args.conns or args.idle is None or args.seconds <= 0:
         parser.error('--conns takes positive whole numbers separated by commas, --idle whole '
                      'numbers, and --seconds a positive number')
     args.idle = sorted(set(args.idle) | {0})  # the crowd is compared with no crowd
-    args.idle_seconds, args.slices = 1, 3
+    args.idle_seconds, args.slices = (0.5, 1) if args.quick else (1, 3)
     if resource:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if nofile != resource.RLIM_INFINITY and max(args.idle) > nofile - 100:
             parser.error(f'--idle {max(args.idle)} needs more descriptors than the '
                          f'{nofile} this system allows a process')
+
     if args.quick:
-        args.seconds, args.idle_seconds, args.slices = 0.5, 0.5, 1
+        print(f'bench: {SMOKE[0].lower()}{SMOKE[1:]}', file=sys.stderr, flush=True)
+    progress = Progress(plan(args), args.slices)
     try:
-        results = run_all(args)
+        results = run_all(args, progress)
     except KeyboardInterrupt:
+        progress.end()
         sys.exit('bench: interrupted')
+    except BaseException:
+        progress.end()
+        raise
+    progress.end(f'bench: {progress.total} runs in {clock(time.monotonic() - progress.t0)}')
+    date = time.strftime('%Y-%m-%d')
     if args.json:
-        json.dump({'date': time.strftime('%Y-%m-%d'), 'machine': machine(), 'results': results},
+        json.dump({'date': date, 'machine': machine(), 'quick': args.quick, 'results': results},
                   sys.stdout, indent=1)
         print()
     else:
-        print(f'{time.strftime("%Y-%m-%d")}, {machine()}')
+        if args.quick:
+            print(SMOKE)
+        print(f'{date}, {machine()}')
         print_tables(results, args)
 
 

@@ -1,6 +1,10 @@
 """Run the real scripts as processes and talk to them over real sockets on free ports."""
+import io
+import json
 import os
+import re
 import selectors
+import shutil
 import signal
 import socket
 import struct
@@ -657,3 +661,72 @@ def test_interactive_client_says_when_the_server_goes_away(start):
     assert client.p.wait(TIMEOUT) == 1
     assert client.stderr() == 'connection closed by server\n'
 
+
+# ---- bench.py ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def quick_bench(tmp_path_factory):
+    """One short bench.py run for all the tests below: select, and select again from a copy
+    of the scripts (--compare), beside crowds of 0, 50 and 300."""
+    tmp = tmp_path_factory.mktemp('bench')
+    (tmp / 'before').mkdir()
+    shutil.copy(HERE / 'select_server.py', tmp / 'before')
+    out = subprocess.run([sys.executable, str(HERE / 'bench.py'), '--quick', '--json',
+                          '--servers', 'select', '--compare', str(tmp / 'before'),
+                          '--idle', '0,50,300', '--seconds', '0.2'],
+                         capture_output=True, text=True, timeout=120, env=ENV)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_bench_quick_says_first_that_it_is_a_smoke_run(quick_bench):
+    out = quick_bench
+    first = out.stderr.splitlines()[0]
+    assert 'smoke run' in first and 'make bench' in first, first
+    assert json.loads(out.stdout)['quick'] is True  # and JSON alone on stdout
+
+
+def bench_runs(stderr):
+    """(number, of, server) for each line of bench.py's progress."""
+    return [m.groups() for m in re.finditer(r'^bench (\d+)/(\d+) \(\d+:\d\d gone, about '
+                                            r'\d+:\d\d left\): ([^:]+): ', stderr, re.M)]
+
+
+def test_bench_without_a_terminal_says_each_run_on_a_line_of_its_own(quick_bench):
+    out = quick_bench
+    assert '\r' not in out.stderr
+    runs = bench_runs(out.stderr)
+    assert len(runs) == 8  # two rows: idle CPU, the load of 16, and crowds of 50 and 300
+    assert len(runs) == sum(line.startswith('bench ') for line in out.stderr.splitlines())
+    assert [run[:2] for run in runs] == [(str(i), str(len(runs)))
+                                         for i in range(1, len(runs) + 1)], out.stderr
+
+
+def test_bench_compare_rows_take_turns_with_their_own(quick_bench):
+    out = quick_bench
+    assert list(json.loads(out.stdout)['results']) == ['select', 'select@before']
+    runs = [server for _, _, server in bench_runs(out.stderr)]
+    # idle CPU, the load of 16, and crowds of 50 and 300: one slice each, the two in turn
+    assert runs == ['select', 'select@before'] * 4, runs
+
+
+def test_bench_progress_at_a_terminal_rewrites_one_line():
+    import bench  # importing starts nothing
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    runs = [bench.Run('select', 'load:16', '16 connections', 1, i) for i in range(3)]
+    screen = Terminal()
+    progress = bench.Progress(runs, 3, stream=screen)
+    for run in runs:
+        with progress.step(run):
+            pass
+    shown = screen.getvalue()
+    assert shown.count('\r') == 3 and '\n' not in shown
+    assert shown.split('\r')[-1].startswith('bench 3/3 (0:00 gone, about 0:00 left): select: '
+                                             '16 connections, slice 3/3')
+    progress.end('done')  # over the last line, blanking the rest of it; then a fresh line
+    last = screen.getvalue().split('\r')[-1]
+    assert last == 'done'.ljust(len(shown.split('\r')[-1])) + '\n'
