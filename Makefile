@@ -9,7 +9,8 @@ PORT ?= 8800
 
 help:
 	@echo 'make test              run the tests (sets up .venv with pytest if $(PYTHON) lacks it)'
-	@echo 'make bench             measure the IO models, asyncio and threads side by side (about 4 minutes)'
+	@echo 'make bench             measure the IO models, asyncio and threads side by side, and draw'
+	@echo '                       the crowd in crowd.svg (about 5 minutes)'
 	@echo 'make run-nonblocking   the busy-loop server: replies b"my server"'
 	@echo 'make run-select        the select.select() server: replies the text upper-cased'
 	@echo 'make run-selectors     the selectors server: replies data.upper() + b"_SB"'
@@ -31,7 +32,7 @@ test:
 	$$py -m pytest -q -rs test_servers.py
 
 bench:
-	$(PYTHON) bench.py
+	$(PYTHON) bench.py --svg crowd.svg
 
 run-nonblocking:
 	$(PYTHON) nonblocking_server.py --port $(PORT)

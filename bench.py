@@ -4,6 +4,7 @@ import argparse
 import collections
 import contextlib
 import json
+import math
 import os
 import pathlib
 import platform
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from html import escape
 
 import harness
 import selectors_server  # importing starts nothing: for its mechanisms and lift_nofile()
@@ -498,6 +500,127 @@ def print_chart(results, w, width=50):
             print(f'{label}{bar}{"▶" if us > top else ""} {us:,.1f}{note}')
 
 
+# ---- the crowd, drawn ---------------------------------------------------------------------
+
+# Told apart by colour (Okabe and Ito's, for colour-blind eyes), and in greyscale by the markers
+# and the dashes: name -> (colour, dashes, marker).
+STYLES = {'nonblocking': ('#888888', '10 5', 'cross'), 'select': ('#d55e00', '', 'circle'),
+          'selectors/select': ('#cc79a7', '2 3', 'diamond'),
+          'selectors/poll': ('#e69f00', '7 3', 'triangle'),
+          'selectors/epoll': ('#0072b2', '', 'square'),
+          'selectors/kqueue': ('#0072b2', '', 'square'),
+          'selectors/devpoll': ('#56b4e9', '7 3', 'square'),
+          'asyncio': ('#009e73', '12 3 3 3', 'down'), 'threads': ('#000000', '4 2', 'plus')}
+MARKERS = {  # each about 10 px across, centred on (0, 0)
+    'circle': '<circle id="circle" r="4.5"/>',
+    'square': '<rect id="square" x="-4" y="-4" width="8" height="8"/>',
+    'diamond': '<path id="diamond" d="M0-6L5 0L0 6L-5 0Z"/>',
+    'triangle': '<path id="triangle" d="M0-6L5.5 3.5H-5.5Z"/>',
+    'down': '<path id="down" d="M0 6L5.5-3.5H-5.5Z"/>',
+    'plus': '<path id="plus" d="M-2-6H2V-2H6V2H2V6H-2V2H-6V-2H-2Z"/>',
+    'cross': '<path id="cross" d="M-2-6H2V-2H6V2H2V6H-2V2H-6V-2H-2Z" transform="rotate(45)"/>'}
+WIDTH, HEIGHT = 960, 620
+LEFT, RIGHT, TOP, BOTTOM = 80, 680, 78, 510  # the plot area
+
+
+def log_axis(values, lo_px, hi_px):
+    """The 1-2-5 ticks around the values, and a function from value to pixel on a log scale."""
+    ticks = [m * 10 ** e for e in range(-1, 8) for m in (1, 2, 5)]
+    lo = max([t for t in ticks if t <= min(values) / 1.15] or ticks[:1])
+    hi = min([t for t in ticks if t >= max(values) * 1.15] or ticks[-1:])
+    span = math.log10(hi) - math.log10(lo)
+    return ([t for t in ticks if lo <= t <= hi],
+            lambda v: lo_px + (hi_px - lo_px) * (math.log10(v) - math.log10(lo)) / span)
+
+
+def crowd_svg(results, args, date):
+    """The crowd as a chart in the manner of libevent's benchmark: connections held across, CPU
+    per round trip up the side, both on log scales, a line for each server."""
+    series = {}
+    for name, r in results.items():
+        points = [(run['idle'] + BUSY, run['cpu_us_per_rt'], run)
+                  for run in r.get('crowd', []) if run['cpu_us_per_rt']]
+        if points:
+            series[name] = sorted(points, key=lambda p: p[0])
+    xs = [p[0] for points in series.values() for p in points] or [BUSY]
+    ys = [p[1] for points in series.values() for p in points] or [1, 100]
+    xticks, x = log_axis(xs, LEFT, RIGHT)
+    yticks, y = log_axis(ys, BOTTOM, TOP)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+           f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" '
+           'font-size="13">',
+           f'<defs>{"".join(MARKERS.values())}</defs>',
+           f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+           f'<text x="{LEFT}" y="32" font-size="20" font-weight="bold">What a crowd of idle '
+           'connections costs each server</text>',
+           f'<text x="{LEFT}" y="56" fill="#444">{BUSY} busy clients each send 64 bytes and '
+           'wait for the reply; the other connections are held open, idle. Lower is better.'
+           '</text>']
+    for t in xticks:
+        out.append(f'<line x1="{x(t):.1f}" y1="{TOP}" x2="{x(t):.1f}" y2="{BOTTOM}" '
+                   f'stroke="#e4e4e4"/><text x="{x(t):.1f}" y="{BOTTOM + 18}" '
+                   f'text-anchor="middle">{t:,}</text>')
+    for t in yticks:
+        out.append(f'<line x1="{LEFT}" y1="{y(t):.1f}" x2="{RIGHT}" y2="{y(t):.1f}" '
+                   f'stroke="#e4e4e4"/><text x="{LEFT - 6}" y="{y(t) + 4:.1f}" '
+                   f'text-anchor="end">{t:,}</text>')
+    out += [f'<rect x="{LEFT}" y="{TOP}" width="{RIGHT - LEFT}" height="{BOTTOM - TOP}" '
+            'fill="none" stroke="#888"/>',
+            f'<text x="{(LEFT + RIGHT) / 2}" y="{BOTTOM + 42}" text-anchor="middle">'
+            f'connections held: {BUSY} busy and the idle crowd (log scale)</text>',
+            f'<text transform="translate(22 {(TOP + BOTTOM) / 2}) rotate(-90)" '
+            'text-anchor="middle">server CPU µs per round trip (log scale)</text>']
+    legend, walls = [], False
+    for name, points in series.items():
+        colour, dashes, marker = STYLES.get(original(name), ('#56b4e9', '1 3', 'circle'))
+        label = name
+        if spins(results[name]):
+            colour, label = '#888888', f'{name} (spins a whole core)'
+        if '@' in name:  # a --compare row: its own row's look, dotted
+            dashes = '1 3'
+        look = f'stroke="{colour}" stroke-width="2" stroke-dasharray="{dashes}" fill="none"'
+        line = ' '.join(f'{x(px):.1f},{y(py):.1f}' for px, py, _ in points)
+        out.append(f'<g class="series" data-server="{escape(name)}">'
+                   f'<polyline points="{line}" {look}/>')
+        for px, py, run in points:
+            wall = run['idle'] < run['asked']
+            walls |= wall
+            tip = (f'{name}: {run["idle"]:,} idle' + (f' of {run["asked"]:,} asked' * wall) +
+                   f', {py:,.1f} µs per round trip')
+            out.append(f'<use href="#{marker}" class="point" data-idle="{run["asked"]}" '
+                       f'data-held="{run["idle"]}" x="{x(px):.1f}" y="{y(py):.1f}" '
+                       f'fill="{"white" if wall else colour}" stroke="{colour}" '
+                       f'stroke-width="1.5"><title>{escape(tip)}</title></use>')
+        out.append('</g>')
+        legend.append((-points[-1][1], look, marker, colour, label))
+    # The legend in the order the lines end, top to bottom.
+    keys = []
+    for i, (_, look, marker, colour, label) in enumerate(sorted(legend)):
+        ly = TOP + 10 + 26 * i
+        keys.append(f'<line x1="{RIGHT + 20}" y1="{ly}" x2="{RIGHT + 64}" y2="{ly}" {look}/>'
+                    f'<use href="#{marker}" x="{RIGHT + 42}" y="{ly}" fill="{colour}" '
+                    f'stroke="{colour}" stroke-width="1.5"/><text x="{RIGHT + 72}" '
+                    f'y="{ly + 4}">{escape(label)}</text>')
+    notes = []
+    if walls:
+        notes += ['A hollow marker: the server\'s wall.', 'It held fewer connections than asked',
+                  '(select() watches no descriptor past', '1,023), and is drawn where it held.']
+    if not series:
+        notes += ['No CPU figures: they come from /proc.']
+    ny = TOP + 26 * len(legend) + 20
+    keys += [f'<text x="{RIGHT + 20}" y="{ny + 17 * i}" fill="#444" font-size="12">'
+             f'{escape(note)}</text>' for i, note in enumerate(notes)]
+    out.append(f'<g class="legend">{"".join(keys)}</g>')
+    each = (f'the median of {args.slices} slices of {args.seconds:g} s.' if args.slices > 1
+            else f'one slice of {args.seconds:g} s. {SMOKE}')
+    for dy, words in ((-32, f'Measured by bench.py on {date}: {machine()}.'),
+                      (-14, f'Each point is {each}')):
+        out.append(f'<text x="{LEFT}" y="{HEIGHT + dy}" fill="#444" font-size="12">'
+                   f'{escape(words)}</text>')
+    out.append('</svg>')
+    return '\n'.join(out) + '\n'
+
+
 def machine():
     return (f'{platform.system()} {platform.machine()}, {os.cpu_count()} cores, '
             f'Python {platform.python_version()}')
@@ -518,7 +641,7 @@ def main():
     parser.add_argument('--servers', default=','.join(known),
                         help='comma-separated, from: %(default)s')
     parser.add_argument('--conns', default='1,16', help='busy connection counts for the load')
-    parser.add_argument('--idle', default='0,1000,10000',
+    parser.add_argument('--idle', default='0,100,1000,10000',
                         help=f'idle connections held beside {BUSY} busy ones (the crowd); '
                              '%(default)s by default')
     parser.add_argument('--seconds', type=float, default=1.0,
@@ -527,6 +650,9 @@ def main():
                         help=f'a smoke run, too short to rank the servers: --conns {BUSY} '
                              '--idle 0,300 --seconds 0.5, one slice')
     parser.add_argument('--json', action='store_true', help='print JSON instead of tables')
+    parser.add_argument('--svg', metavar='PATH',
+                        help='also draw the crowd as a chart, an SVG file at PATH (make bench: '
+                             'crowd.svg)')
     parser.add_argument('--compare', metavar='DIR',
                         help='also run the server scripts found in DIR (a git worktree of an '
                              'earlier commit, an edited copy) as rows NAME@DIRNAME, each taking '
@@ -589,6 +715,10 @@ def main():
         raise
     progress.end(f'bench: {progress.total} runs in {clock(time.monotonic() - progress.t0)}')
     date = time.strftime('%Y-%m-%d')
+    if args.svg:
+        with open(args.svg, 'w', encoding='utf-8') as f:
+            f.write(crowd_svg(results, args, date))
+        print(f'bench: the crowd, drawn: {args.svg}', file=sys.stderr)
     if args.json:
         json.dump({'date': date, 'machine': machine(), 'quick': args.quick, 'results': results},
                   sys.stdout, indent=1)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from xml.etree import ElementTree
 
 import pytest
 
@@ -664,6 +665,10 @@ def test_interactive_client_says_when_the_server_goes_away(start):
 
 # ---- bench.py ---------------------------------------------------------------------------------
 
+NEEDS_PROC = pytest.mark.skipif(not os.path.exists('/proc/self/stat'),
+                                reason='bench.py reads CPU time from /proc')
+
+
 @pytest.fixture(scope='module')
 def quick_bench(tmp_path_factory):
     """One short bench.py run for all the tests below: select, and select again from a copy
@@ -671,16 +676,17 @@ def quick_bench(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('bench')
     (tmp / 'before').mkdir()
     shutil.copy(HERE / 'select_server.py', tmp / 'before')
+    svg = tmp / 'crowd.svg'
     out = subprocess.run([sys.executable, str(HERE / 'bench.py'), '--quick', '--json',
                           '--servers', 'select', '--compare', str(tmp / 'before'),
-                          '--idle', '0,50,300', '--seconds', '0.2'],
+                          '--idle', '0,50,300', '--seconds', '0.2', '--svg', str(svg)],
                          capture_output=True, text=True, timeout=120, env=ENV)
     assert out.returncode == 0, out.stderr
-    return out
+    return out, svg
 
 
 def test_bench_quick_says_first_that_it_is_a_smoke_run(quick_bench):
-    out = quick_bench
+    out, _ = quick_bench
     first = out.stderr.splitlines()[0]
     assert 'smoke run' in first and 'make bench' in first, first
     assert json.loads(out.stdout)['quick'] is True  # and JSON alone on stdout
@@ -693,7 +699,7 @@ def bench_runs(stderr):
 
 
 def test_bench_without_a_terminal_says_each_run_on_a_line_of_its_own(quick_bench):
-    out = quick_bench
+    out, _ = quick_bench
     assert '\r' not in out.stderr
     runs = bench_runs(out.stderr)
     assert len(runs) == 8  # two rows: idle CPU, the load of 16, and crowds of 50 and 300
@@ -703,7 +709,7 @@ def test_bench_without_a_terminal_says_each_run_on_a_line_of_its_own(quick_bench
 
 
 def test_bench_compare_rows_take_turns_with_their_own(quick_bench):
-    out = quick_bench
+    out, _ = quick_bench
     assert list(json.loads(out.stdout)['results']) == ['select', 'select@before']
     runs = [server for _, _, server in bench_runs(out.stderr)]
     # idle CPU, the load of 16, and crowds of 50 and 300: one slice each, the two in turn
@@ -730,3 +736,20 @@ def test_bench_progress_at_a_terminal_rewrites_one_line():
     progress.end('done')  # over the last line, blanking the rest of it; then a fresh line
     last = screen.getvalue().split('\r')[-1]
     assert last == 'done'.ljust(len(shown.split('\r')[-1])) + '\n'
+
+
+@NEEDS_PROC
+def test_bench_svg_draws_a_line_per_server_with_points_left_to_right(quick_bench):
+    out, svg = quick_bench
+    ns = {'svg': 'http://www.w3.org/2000/svg'}
+    root = ElementTree.parse(svg).getroot()
+    series = {g.get('data-server'): g for g in root.iter('{http://www.w3.org/2000/svg}g')
+              if g.get('class') == 'series'}
+    assert sorted(series) == sorted(json.loads(out.stdout)['results']), sorted(series)
+    for name, g in series.items():
+        points = g.findall('svg:use[@class="point"]', ns)
+        assert [int(p.get('data-idle')) for p in points] == [0, 50, 300], name
+        xs = [float(p.get('x')) for p in points]
+        assert xs == sorted(set(xs)), f'{name}: x {xs} for 0, 50 and 300 idle'
+        line = g.find('svg:polyline', ns).get('points').split()
+        assert [float(xy.split(',')[0]) for xy in line] == xs, name
