@@ -69,12 +69,12 @@ def interrupt(p, timeout=TIMEOUT, sig=None):
     return p.wait(timeout)
 
 
-def wait_until_accepting(p, port, timeout=TIMEOUT):
+def wait_until_accepting(p, port, timeout=TIMEOUT, host='127.0.0.1'):
     """True once the server p accepts on port; False if it exits or the time runs out first."""
     deadline = time.monotonic() + timeout
     while p.poll() is None:
         try:
-            socket.create_connection(('127.0.0.1', port), timeout=timeout).close()
+            socket.create_connection((host, port), timeout=timeout).close()
             return True
         except ConnectionRefusedError:
             if time.monotonic() > deadline:
