@@ -56,7 +56,7 @@ def main():
             conn, addr = sock.accept()  # should be ready: select said so
         except OSError as e:  # fix: gone before we got to it, or out of descriptors
             return pause.accept_failed(e)
-        if not watchable(sel, conn, addr):  # fix: SelectSelector has select()'s wall
+        if not watchable(sel, conn, addr):  # fix: past it, SelectSelector's select() would fail
             return
         print('-------', conn)
         conn.setblocking(False)  # fix: accept() hands back a blocking socket on Linux
@@ -74,6 +74,7 @@ def main():
     while True:
         if events != []:  # fix: once per wait, though on Windows we wake twice a second
             print('wating....')
+        trace.select(sel)
         events = sel.select(pause.timeout())  # 調用select:優先使用epoll. fix: see Pause
         # 默認阻塞,有活動鏈接就返回活動的鏈接列表
         for key, mask in events:
@@ -82,7 +83,7 @@ def main():
             # 獲取函數內存地址,加入參數
             # key.fileobj = 文件句柄
             callback(key.fileobj, mask)
-        trace.wake(sel, events)
+        trace.wake(events)
 
 
 # ---- Below: what the tutorial does not teach, which the lesson calls by name: the command ----
@@ -134,8 +135,7 @@ def listening(sock, args):
 
 
 def watchable(sel, conn, addr):
-    """SelectSelector has select()'s wall: 512 sockets on Windows, else descriptor 1023. Past it
-    sel.select() would raise ValueError on every call: refuse this client, serve the rest."""
+    """Refuse a client past select()'s wall (512 sockets on Windows, else descriptor 1023)."""
     if not isinstance(sel, selectors.SelectSelector) or (
             len(sel.get_map()) < 512 if os.name == 'nt' else conn.fileno() < 1024):
         return True
@@ -163,8 +163,7 @@ def guard(name):
 
 class Pause:
     """Out of descriptors: stop accepting for a second, as asyncio does, instead of spinning."""
-    # Windows: select() sleeps through Ctrl-C, whose handler runs on another thread there, so
-    # KeyboardInterrupt comes only when select() returns. Wake twice a second, as socketserver does.
+    # Windows: select() sleeps through Ctrl-C, so wake twice a second, as socketserver does.
     POLL, until = (0.5 if os.name == 'nt' else None), 0
 
     def __init__(self, sel, sock, accept):
@@ -192,14 +191,16 @@ class Trace:
     def __init__(self, on):
         self.names, self.did = {}, {}  # socket -> 'ip:port'; socket -> what we did this wake-up
         if not on:  # each trace point is then a call that does nothing
-            self.note = self.accepted = self.wake = lambda *_: None
+            self.select = self.note = self.accepted = self.wake = lambda *_: None
+    def select(self, sel):
+        mechanism = next(name for name, cls in SELECTORS.items() if isinstance(sel, cls))
+        self.head = f'{mechanism}, {len(sel.get_map())} registered'
     def note(self, sk, what, *args):
         self.did.setdefault(sk, [self.names.get(sk, 'listener')]).append(what.format(*args))
     def accepted(self, sock, conn, addr):
         self.names[conn] = '%s:%s' % addr[:2]
         self.note(sock, 'accepted {}', self.names[conn])
-    def wake(self, sel, events):
-        mechanism = next(name for name, cls in SELECTORS.items() if isinstance(sel, cls))
+    def wake(self, events):
         parts = []
         for key, mask in events:
             name, *what = self.did.get(key.fileobj) or [self.names.get(key.fileobj, 'listener')]
@@ -208,8 +209,7 @@ class Trace:
                 del self.names[key.fileobj]
             kind = 'EVENT_READ' if mask & selectors.EVENT_READ else 'EVENT_WRITE'
             parts.append(f'{name} {kind} -> {key.data.__name__}: {", ".join(what)}')
-        print(f'{mechanism}, {len(sel.get_map())} registered -> {"; ".join(parts) or "timeout"}',
-              file=sys.stderr)
+        print(f'{self.head} -> {"; ".join(parts) or "timeout"}', file=sys.stderr)
         self.did.clear()
 
 

@@ -1,4 +1,5 @@
 """Run the real scripts as processes and talk to them over real sockets on free ports."""
+import functools
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 
 from conftest import (ENV, growth_kib, passes, peer, raise_nofile, recv_exactly, recv_until_eof,
                       round_trip, wait_for, whole_reply)
+import harness
 from harness import HERE, SERVERS, TIMEOUT, free_port, reply_rule, resource, usage
 from selectors_server import SELECTORS  # importing starts nothing
 
@@ -753,3 +755,306 @@ def test_bench_svg_draws_a_line_per_server_with_points_left_to_right(quick_bench
         assert xs == sorted(set(xs)), f'{name}: x {xs} for 0, 50 and 300 idle'
         line = g.find('svg:polyline', ns).get('points').split()
         assert [float(xy.split(',')[0]) for xy in line] == xs, name
+
+
+# ---- the first ten minutes: --help, a start line, escaped client text, IPv6 ---------------------
+
+CLIENTS = ['client.py', 'interactive_client.py']
+
+
+def has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(('::1', 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason='no IPv6 loopback (::1) here')
+
+
+# ---- the first ten minutes --------------------------------------------------------------------
+
+@pytest.mark.parametrize('script', SERVERS + CLIENTS)
+def test_help_says_what_host_and_port_are_with_defaults(script):
+    out = subprocess.run([sys.executable, str(HERE / script), '--help'], capture_output=True,
+                         text=True, timeout=TIMEOUT)
+    text = ' '.join(out.stdout.split())  # argparse wraps its lines
+    assert out.returncode == 0
+    assert '--host HOST' in text and '(default: 127.0.0.1)' in text, text
+    assert '--port PORT' in text and '(default: 8800)' in text, text
+    assert 'IPv6' in text
+
+
+def test_nonblocking_says_where_it_listens_and_that_it_never_sleeps(start):
+    server = start.server('nonblocking_server.py')
+    wait_for(lambda: server.stderr(), 'the start line')
+    line, = server.stderr().splitlines()
+    assert line.startswith(f'listening on 127.0.0.1:{server.port}: ')
+    assert 'never sleeps' in line and 'Ctrl-C stops it' in line
+    assert server.stdout() == ''  # the tutorial's own messages are unchanged: none
+    assert server.interrupt() == 0
+    assert server.stderr().splitlines()[1:] == ['server stopped']
+
+
+def test_select_shows_control_characters_escaped(start):
+    """A client that sends terminal escapes can't clear or retitle the server's terminal."""
+    server = start.server('select_server.py', env={'PYTHONUNBUFFERED': '1'})
+    sent = '\x1b[2J\x1b]0;owned\x07hi\r\n\x08\x08\t你好\x7f\x85é'.encode()
+    with server.connect() as c:
+        c.sendall(sent)
+        expected = sent.decode().upper().encode()  # the reply is what it always was
+        assert recv_exactly(c, len(expected)) == expected
+    line = '接收消息: \\x1b[2J\\x1b]0;owned\\x07hi\\r\\n\\x08\\x08\t你好\\x7f\\x85é\n'
+    wait_for(lambda: line in server.stdout(), 'the escaped line')
+    for raw in '\x1b\x07\r\x08\x7f\x85':
+        assert raw not in server.stdout()
+
+
+# ---- IPv6 -------------------------------------------------------------------------------------
+
+@needs_ipv6
+@pytest.mark.parametrize('host', ['::1', '::'])
+@pytest.mark.parametrize('script', SERVERS)
+def test_server_over_ipv6(start, script, host):
+    port = free_port()
+    server = start(script, '--host', host, '--port', str(port))
+    assert harness.wait_until_accepting(server.p, port, host='::1'), server.stderr()
+    with socket.create_connection(('::1', port), timeout=TIMEOUT) as c:
+        assert round_trip(c, script, 'over IPv6 你好'.encode())
+    if host == '::':  # every address, IPv4 too where the system maps it (Linux does)
+        with socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT) as c:
+            assert round_trip(c, script, b'over IPv4')
+    assert 'Traceback' not in server.stderr()
+
+
+@needs_ipv6
+def test_clients_over_ipv6(start):
+    port = free_port()
+    server = start('select_server.py', '--host', '::1', '--port', str(port))
+    assert harness.wait_until_accepting(server.p, port, host='::1'), server.stderr()
+    out = subprocess.run([sys.executable, str(HERE / 'interactive_client.py'), '--host', '::1',
+                          '--port', str(port)], input='ipv6\n'.encode(), capture_output=True,
+                         timeout=TIMEOUT * 2)
+    assert (out.returncode, out.stdout, out.stderr) == (0, b'IPV6\n', b'')
+    client = start('client.py', '--host', '::1', '--port', str(port))
+    wait_for(lambda: "b'MY CLIENT:" in client.stdout(), 'a reply over IPv6')
+    assert client.interrupt() == 0
+
+
+@pytest.mark.parametrize('script', SERVERS)
+def test_server_on_localhost_by_name(start, script):
+    port = free_port()
+    server = start(script, '--host', 'localhost', '--port', str(port))
+    assert harness.wait_until_accepting(server.p, port), server.stderr()
+    out = subprocess.run([sys.executable, str(HERE / 'interactive_client.py'), '--host',
+                          'localhost', '--port', str(port)], input=b'x\n', capture_output=True,
+                         timeout=TIMEOUT * 2)
+    assert out.returncode == 0 and out.stdout and out.stderr == b''
+
+
+# ---- the clients leave the terminal clean ---------------------------------------------------
+
+def at_a_terminal(script, *args):
+    """Run a client with a pseudo-terminal as its controlling terminal, as a shell would, so that
+    Ctrl-C typed there reaches it. Return the process and the terminal's other end."""
+    import pty
+    master, slave = pty.openpty()
+
+    def controlling_terminal():
+        import fcntl
+        import termios
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    p = subprocess.Popen([sys.executable, str(HERE / script), *args], stdin=slave, stdout=slave,
+                         stderr=slave, preexec_fn=controlling_terminal, cwd=HERE)
+    os.close(slave)
+    return p, master
+
+
+def read_terminal(master, until, timeout=TIMEOUT):
+    """What the terminal shows, until `until` is in it."""
+    import select
+    seen = b''
+    deadline = time.monotonic() + timeout
+    while until not in seen and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                seen += os.read(master, 4096)
+            except OSError:  # the other end closed
+                break
+    return seen
+
+
+@pytest.mark.skipif(os.name == 'nt', reason='needs a pseudo-terminal')
+@pytest.mark.parametrize('script', CLIENTS)
+def test_ctrl_c_leaves_the_shell_a_fresh_line(start, script):
+    server = start.server('select_server.py')
+    p, master = at_a_terminal(script, '--port', str(server.port))
+    try:
+        if script == 'interactive_client.py':
+            os.write(master, b'hi\n')
+            read_terminal(master, b'HI\r\n>>:')
+        else:
+            read_terminal(master, b"b'MY CLIENT:")
+        os.write(master, b'\x03')  # Ctrl-C, typed: the terminal says ^C and interrupts
+        assert p.wait(TIMEOUT) == 0
+        shown = read_terminal(master, b'^C\r\n', timeout=1)
+        assert shown.endswith(b'^C\r\n'), shown[-40:]
+        assert b'Traceback' not in shown
+    finally:
+        p.kill()
+        p.wait(TIMEOUT)
+        os.close(master)
+
+
+@pytest.mark.skipif(os.name == 'nt', reason='needs a pseudo-terminal')
+def test_unsent_text_does_not_reach_the_shell(start):
+    """Text typed but not yet sent when the server goes away is discarded: the shell that reads
+    the terminal next must not find it."""
+    import pty
+    server = start.server('select_server.py')
+    master, slave = pty.openpty()
+    try:
+        client = start('interactive_client.py', '--port', str(server.port), stdin=slave)
+        os.write(master, b'one\n')
+        wait_for(lambda: 'ONE\n>>:' in client.stdout(), 'the reply and the next prompt')
+        os.write(master, b'partial')  # no Enter yet
+        time.sleep(0.2)
+        server.p.kill()
+        assert client.p.wait(TIMEOUT) == 1
+        os.write(master, b'ls\n')  # what the shell reads next
+        import select
+        assert select.select([slave], [], [], TIMEOUT)[0]
+        assert os.read(slave, 100) == b'ls\n'  # not b'partials\n'
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+# ---- the two READMEs, English and Chinese, show the same commands and real flags --------------
+
+READMES = ['README.md', 'README.zh-TW.md']
+RUNNERS = {'python', 'python3', 'py', 'make'}  # a code-block line run by one of these is a command
+# A flag mentioned without a script (in prose, "takes `--trace`") must belong to one of these.
+SCRIPTS = ['nonblocking_server.py', 'select_server.py', 'selectors_server.py', 'client.py',
+           'interactive_client.py', 'bench.py']
+HELP_TIMEOUT = 30  # seconds for one `script --help`, a cold start on a slow CI machine included
+FLAG = re.compile(r'(?<![A-Za-z0-9_-])--[A-Za-z][A-Za-z0-9-]*')  # not `-->`, not `---`
+
+
+def readme(name):
+    path = HERE / name
+    assert path.is_file(), f'{name} is missing'
+    return path.read_text(encoding='utf-8')
+
+
+def split_fences(text):
+    """(the lines of each fenced code block, stripped of their indentation; the prose around them)"""
+    blocks, prose, block, fence = [], [], None, ''
+    for line in text.splitlines():
+        s = line.strip()
+        if block is None:
+            m = re.match(r'(`{3,}|~{3,})', s)
+            if m:
+                block, fence = [], m.group(1)
+            else:
+                prose.append(line)
+        elif s.startswith(fence) and not s.strip(fence[0]):  # the closing fence
+            blocks.append(block)
+            block = None
+        else:
+            block.append(s)
+    return blocks, '\n'.join(prose)
+
+
+def commands(text):
+    """The commands shown in code blocks, whitespace normalised. In a transcript (a block with `$ `
+    lines) only the `$ ` lines are commands; the rest is output. A pipeline counts as a whole when
+    one of its parts is a command: `printf ... | python interactive_client.py` must be the same
+    in both READMEs, input included."""
+    found = set()
+    for block in split_fences(text)[0]:
+        transcript = any(line.startswith('$ ') for line in block)
+        for line in block:
+            if transcript:
+                if not line.startswith('$ '):
+                    continue
+                line = line[2:]
+            line = ' '.join(line.split())
+            if any(part.split()[:1] and part.split()[0] in RUNNERS for part in line.split('|')):
+                found.add(line)
+    return found
+
+
+def flag_uses(text):
+    """(flag, the script it goes with or None, where it was seen) for every --flag in the text.
+    A flag goes with the nearest script named before it on the same code-block line or in the same
+    inline code span (`python emulate.py nt select_server.py --trace`: select_server.py). After
+    `-m module` it is that module's, not ours: 'external'. Elsewhere it goes with no script."""
+    blocks, prose = split_fences(text)
+    spans = [line for block in blocks for line in block]
+    # An inline code span may go on over a line break, within its paragraph.
+    paragraphs = re.split(r'\n\s*\n', prose)
+    spans += [' '.join(span.split()) for p in paragraphs for span in re.findall(r'`([^`]+)`', p)]
+    uses = []
+    for span in spans:
+        owner, words = None, span.split()
+        for word in words:
+            if word == '|':
+                owner = None
+            elif word == '-m':
+                owner = 'external'
+            elif word.endswith('.py') and (HERE / word).is_file():
+                owner = word
+            elif FLAG.fullmatch(word.split('=')[0]):
+                uses.append((word.split('=')[0], owner, span))
+    bare = '\n\n'.join(re.sub(r'`[^`]+`', ' ', p) for p in paragraphs)  # outside code spans
+    uses += [(m.group(), None, ' '.join(bare[max(m.start() - 30, 0):m.end() + 30].split()))
+             for m in FLAG.finditer(bare)]
+    return uses
+
+
+@functools.lru_cache(maxsize=None)
+def help_text(script):
+    """(exit status, stdout and stderr together) of `script --help`."""
+    try:
+        r = subprocess.run([sys.executable, str(HERE / script), '--help'], cwd=HERE, env=ENV,
+                           capture_output=True, text=True, encoding='utf-8', errors='replace',
+                           timeout=HELP_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f'{script} --help took more than {HELP_TIMEOUT} s')
+    return r.returncode, r.stdout + r.stderr
+
+
+def in_help(flag, script):
+    return re.search(rf'(?<![\w-]){re.escape(flag)}(?![\w-])', help_text(script)[1]) is not None
+
+
+def test_readmes_show_the_same_commands():
+    en, zh = (commands(readme(name)) for name in READMES)
+    assert 'make test' in en and 'make test' in zh, 'no `make test` found: is the parsing broken?'
+    only_en, only_zh = sorted(en - zh), sorted(zh - en)
+    assert not only_en and not only_zh, (
+        'the READMEs show different commands in their code blocks:\n'
+        + ''.join(f'  only in README.md:       {c}\n' for c in only_en)
+        + ''.join(f'  only in README.zh-TW.md: {c}\n' for c in only_zh))
+
+
+@pytest.mark.parametrize('name', READMES)
+def test_readme_flags_exist_in_help(name):
+    uses = flag_uses(readme(name))
+    assert any(owner for _, owner, _ in uses), 'no flag found after a script: is the parsing broken?'
+    missing = []
+    for flag, owner, where in uses:
+        if owner == 'external':
+            continue  # python -m pytest -x: pytest's flags are not ours to check
+        if owner is None:
+            ok, said = any(in_help(flag, s) for s in SCRIPTS), 'no script\'s --help'
+        else:
+            ok, said = in_help(flag, owner), f'{owner} --help'
+        if not ok:
+            missing.append(f'  {flag}: not in {said}; seen in: {where}\n')
+    assert not missing, f'{name} mentions flags that do not exist:\n' + ''.join(sorted(set(missing)))
