@@ -17,7 +17,7 @@ def main():
         data = client.recv(1024)
         if data:
             print(data)
-        # fix: the seed printed b'' here for ever, until send() raised BrokenPipeError. A server
+        # fix: the chapter printed b'' here for ever, until send() raised BrokenPipeError. A server
         # that closed right after its last reply is noticed now, not a round later.
         if not data or closed(client):
             sys.exit('connection closed by server')

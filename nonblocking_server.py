@@ -11,7 +11,7 @@ def main():
         server.bind((args.host, args.port))
         server.listen(1024)  # fix: listen()'s default backlog drops a burst of connects
     server.setblocking(False)
-    # fix: the seed's server said nothing, and looked dead until a client came
+    # fix: the chapter's server said nothing, and looked dead until a client came
     print(f'listening on {args.host}:{args.port}: the loop never sleeps, so a CPU core stays '
           'busy. Ctrl-C stops it.', file=sys.stderr)
     con_list = []
@@ -35,7 +35,7 @@ def main():
                     if not outbuf[conn]:  # fix: read more only once the last reply is sent
                         msg = conn.recv(1024)
                         if not msg:
-                            # fix: the client closed. The seed went on replying to it here
+                            # fix: the client closed. The chapter went on replying to it here
                             # until send() raised BrokenPipeError and took the server down.
                             raise ConnectionResetError
                         trace.note(conn, 'recv', len(msg))
@@ -92,7 +92,7 @@ def listening(sock, args):
 
 def guard(name):
     """When stdout or stderr can't be written (a closed pipe, a full disk), say so once and drop
-    the rest, below the buffer: a print costs no more. The seed's print() raised into the loop."""
+    the rest, below the buffer: a print costs no more. The chapter's print() raised in the loop."""
     stream = getattr(sys, name)  # unprintables escaped; stderr by line, as Python 3.9+ has it
     stream.reconfigure(errors='backslashreplace', line_buffering=name == 'stderr' or None)
     raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between

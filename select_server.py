@@ -9,7 +9,7 @@ def main():
     server = socket.socket(socket.AF_INET6 if ':' in args.host else socket.AF_INET)  # fix: IPv6
     with listening(server, args):  # fix: restart at once after Ctrl-C; a port in use: one line
         server.bind((args.host, args.port))
-        server.listen(1024)  # fix: the seed's listen(5) drops connects in a burst
+        server.listen(1024)  # fix: the chapter's listen(5) drops connects in a burst
     server.setblocking(False)  # 設置為非阻塞
     print('server is start ......')
     rlist = [server, ]  # 讀列表,初始只有server
@@ -66,7 +66,7 @@ def main():
                         if data:
                             continue  # fix: only part of a character so far
                         conn.close()
-                        rlist.remove(conn)  # fix: the seed said rlist.remove(sock)
+                        rlist.remove(conn)  # fix: the chapter said rlist.remove(sock)
                         del decoders[conn]
                         continue
                     # The chapter's print costs 6 to 15 % of our CPU per message (make bench)
@@ -134,7 +134,7 @@ def shown(text, escaped={c: repr(chr(c))[1:-1] for c in [*range(32), *range(127,
 
 def guard(name):
     """When stdout or stderr can't be written (a closed pipe, a full disk), say so once and drop
-    the rest, below the buffer: a print costs no more. The seed's print() raised into the loop."""
+    the rest, below the buffer: a print costs no more. The chapter's print() raised in the loop."""
     stream = getattr(sys, name)  # unprintables escaped; stderr by line, as Python 3.9+ has it
     stream.reconfigure(errors='backslashreplace', line_buffering=name == 'stderr' or None)
     raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between

@@ -10,7 +10,7 @@ def main():
     sock = socket.socket(socket.AF_INET6 if ':' in args.host else socket.AF_INET)  # fix: IPv6
     with listening(sock, args):  # fix: restart at once after Ctrl-C; a port in use: one line
         sock.bind((args.host, args.port))
-        sock.listen(1024)  # fix: the seed's listen(5) drops connects in a burst
+        sock.listen(1024)  # fix: the chapter's listen(5) drops connects in a burst
     sock.setblocking(False)
     # 生成select實例對象. fix: --selector may choose another of the kernel calls
     sel = selectors.DefaultSelector() if not args.selector else SELECTORS[args.selector]()
@@ -26,7 +26,7 @@ def main():
                 conn.close()
                 return
             write(conn, mask, data.upper() + b'_SB')  # fix: what the socket can't take waits
-        except OSError:  # fix: socket errors only; the seed's Exception hid our own mistakes
+        except OSError:  # fix: socket errors only; the chapter's Exception hid our mistakes
             print('closing', conn)
             sel.unregister(conn)  # 取消注冊
             conn.close()  # 關閉連接
@@ -145,7 +145,7 @@ def watchable(sel, conn, addr):
 
 def guard(name):
     """When stdout or stderr can't be written (a closed pipe, a full disk), say so once and drop
-    the rest, below the buffer: a print costs no more. The seed's print() raised into the loop."""
+    the rest, below the buffer: a print costs no more. The chapter's print() raised in the loop."""
     stream = getattr(sys, name)  # unprintables escaped; stderr by line, as Python 3.9+ has it
     stream.reconfigure(errors='backslashreplace', line_buffering=name == 'stderr' or None)
     raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between

@@ -952,7 +952,7 @@ def readme(name):
 
 
 def split_fences(text):
-    """(the lines of each fenced code block, stripped of their indentation; the prose around them)"""
+    """(the lines of each fenced code block, unindented; the prose around them)"""
     blocks, prose, block, fence = [], [], None, ''
     for line in text.splitlines():
         s = line.strip()
@@ -1046,7 +1046,7 @@ def test_readmes_show_the_same_commands():
 @pytest.mark.parametrize('name', READMES)
 def test_readme_flags_exist_in_help(name):
     uses = flag_uses(readme(name))
-    assert any(owner for _, owner, _ in uses), 'no flag found after a script: is the parsing broken?'
+    assert any(owner for _, owner, _ in uses), 'no flag after a script: is the parsing broken?'
     missing = []
     for flag, owner, where in uses:
         if owner == 'external':
@@ -1057,4 +1057,4 @@ def test_readme_flags_exist_in_help(name):
             ok, said = in_help(flag, owner), f'{owner} --help'
         if not ok:
             missing.append(f'  {flag}: not in {said}; seen in: {where}\n')
-    assert not missing, f'{name} mentions flags that do not exist:\n' + ''.join(sorted(set(missing)))
+    assert not missing, f'{name} names flags that do not exist:\n' + ''.join(sorted(set(missing)))
