@@ -566,6 +566,29 @@ def test_macos_file_limit_is_lifted_to_what_it_takes(start):
     server.alive()
 
 
+@needs_linux
+def test_windows_interactive_client_notices_a_closed_server_at_the_next_line(start):
+    """Windows can't select() on the keyboard: at a terminal the client waits in input() alone,
+    and finds the server gone when it sends the next line."""
+    import pty
+    server = start.server('select_server.py')
+    master, slave = pty.openpty()
+    try:
+        client = start('interactive_client.py', '--port', str(server.port), stdin=slave,
+                       emulate='nt')
+        os.write(master, b'one\n')
+        wait_for(lambda: 'ONE\n>>:' in client.stdout(), 'the reply and the next prompt')
+        server.p.kill()
+        time.sleep(0.5)
+        assert client.p.poll() is None  # it does not watch the socket meanwhile
+        os.write(master, b'two\n')
+        assert client.p.wait(TIMEOUT) == 1
+        assert client.stderr() == 'connection closed by server\n'
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 # ---- the clients ----------------------------------------------------------------------------
 
 def run_client(script, port, stdin_text=''):
