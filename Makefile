@@ -32,7 +32,7 @@ test:
 	$$py -m pytest -q -rs test_servers.py
 
 bench:
-	$(PYTHON) bench.py --svg crowd.svg
+	$(PYTHON) tools/bench.py --svg crowd.svg
 
 run-nonblocking:
 	$(PYTHON) nonblocking_server.py --port $(PORT)

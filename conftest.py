@@ -1,14 +1,16 @@
 """What every test shares: the scripts started as processes, their clean-up, and talking to them.
-What bench.py needs as well is in harness.py."""
+What tools/bench.py needs as well is in tools/harness.py."""
 import os
 import re
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
-import harness
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tools'))
+import harness  # noqa: E402
 from harness import SERVERS, TIMEOUT, free_port, reply_rule, resource, usage
 
 # Children speak UTF-8 whatever the locale, as a Chinese Windows pipe (gbk) would not.
@@ -48,7 +50,7 @@ class Proc:
         self.script = script
         name = f'{script}.{id(self)}'
         self.out, self.err = tmp_path / f'{name}.out', tmp_path / f'{name}.err'
-        emulated = ['emulate.py', emulate] if emulate else []
+        emulated = ['tools/emulate.py', emulate] if emulate else []
         with open(self.out, 'wb') as out, open(self.err, 'wb') as err:
             self.p = harness.start([*emulated, script, *args], nofile=nofile, stdin=stdin,
                                    stdout=stdout or out, stderr=stderr or err,

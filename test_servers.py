@@ -702,7 +702,7 @@ def quick_bench(tmp_path_factory):
     (tmp / 'before').mkdir()
     shutil.copy(HERE / 'select_server.py', tmp / 'before')
     svg = tmp / 'crowd.svg'
-    out = subprocess.run([sys.executable, str(HERE / 'bench.py'), '--quick', '--json',
+    out = subprocess.run([sys.executable, str(HERE / 'tools' / 'bench.py'), '--quick', '--json',
                           '--servers', 'select', '--compare', str(tmp / 'before'),
                           '--idle', '0,50,300', '--seconds', '0.2', '--svg', str(svg)],
                          capture_output=True, text=True, timeout=120, env=ENV)
@@ -963,7 +963,7 @@ READMES = ['README.md', 'README.zh-TW.md']
 RUNNERS = {'python', 'python3', 'py', 'make'}  # a code-block line run by one of these is a command
 # A flag mentioned without a script (in prose, "takes `--trace`") must belong to one of these.
 SCRIPTS = ['nonblocking_server.py', 'select_server.py', 'selectors_server.py', 'client.py',
-           'interactive_client.py', 'bench.py']
+           'interactive_client.py', 'tools/bench.py']
 HELP_TIMEOUT = 30  # seconds for one `script --help`, a cold start on a slow CI machine included
 FLAG = re.compile(r'(?<![A-Za-z0-9_-])--[A-Za-z][A-Za-z0-9-]*')  # not `-->`, not `---`
 

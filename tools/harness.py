@@ -13,7 +13,7 @@ try:
 except ImportError:  # Windows
     resource = None
 
-HERE = pathlib.Path(__file__).resolve().parent
+HERE = pathlib.Path(__file__).resolve().parent.parent  # the project: the scripts and the tests
 SERVERS = ['nonblocking_server.py', 'select_server.py', 'selectors_server.py']
 TIMEOUT = 5  # seconds: every socket and every wait has one
 WINDOWS = os.name == 'nt'

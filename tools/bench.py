@@ -19,8 +19,9 @@ import tempfile
 import time
 from html import escape
 
-import harness
-import selectors_server  # importing starts nothing: for its mechanisms and lift_nofile()
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # the scripts
+import harness  # noqa: E402
+import selectors_server  # noqa: E402  importing starts nothing: for its mechanisms and lift_nofile()
 from harness import HERE, SERVERS, free_port, reply_rule, resource, usage
 
 MSG = b'abcdefgh' * 8  # 64 bytes, one ping
