@@ -2,50 +2,37 @@
 """Multiplexing with selectors (epoll where there is one): reply data.upper() + b'_SB'."""
 import selectors
 import socket
-import argparse, contextlib, errno, os, signal, sys, time  # for the plumbing below the lesson
+import argparse, contextlib, os, signal, sys, time  # for the plumbing below the lesson
 
 
 def main():
-    args, trace = setup()
-    sock = socket.socket(socket.AF_INET6 if ':' in args.host else socket.AF_INET)  # fix: IPv6
-    with listening(sock, args):  # fix: restart at once after Ctrl-C; a port in use: one line
-        sock.bind((args.host, args.port))
-        sock.listen(1024)  # fix: the chapter's listen(5) drops connects in a burst
+    args = setup()
+    sock = socket.socket()
+    if os.name != 'nt': sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fix: README
+    sock.bind((args.host, args.port))
+    sock.listen(1024)  # fix: the chapter's listen(5) drops connects when a class joins at once
     sock.setblocking(False)
-    # 生成select實例對象. fix: --selector may choose another of the kernel calls
-    sel = selectors.DefaultSelector() if not args.selector else SELECTORS[args.selector]()
-    outbuf = {}  # fix: conn -> the part of its reply that the socket could not take yet
+    sel = selectors.DefaultSelector()  # 生成select實例對象
+    outbuf = {}  # fix: conn -> the rest of its reply, which the socket could not take yet
 
     def read(conn, mask):
         try:
-            data = conn.recv(1024)  # should be ready: select said so
-            trace.note(conn, 'recv {} bytes', len(data))
+            data = conn.recv(1024)
             if not data:
                 print('closing', conn)
                 sel.unregister(conn)
                 conn.close()
                 return
             write(conn, mask, data.upper() + b'_SB')  # fix: what the socket can't take waits
-        except OSError:  # fix: socket errors only; the chapter's Exception hid our mistakes
+        except Exception:
             print('closing', conn)
             sel.unregister(conn)  # 取消注冊
             conn.close()  # 關閉連接
 
-    def write(conn, mask, data=None):
-        """fix: send what the socket takes. Keep the rest and wait for EVENT_WRITE, not EVENT_READ,
-        until it is sent: a client that does not read our replies can't fill our memory."""
-        data = data or outbuf.pop(conn)
-        try:
-            sent = conn.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:  # gone: as in read()
-            print('closing', conn)
-            sel.unregister(conn)
-            return conn.close()
-        trace.note(conn, 'sent {}' if sent == len(data) else
-                   'sent {} of {}, waiting for EVENT_WRITE', sent, len(data))
-        if sent < len(data):
+    def write(conn, mask, data=b''):  # fix: the rest of a reply waits for EVENT_WRITE
+        data = outbuf.pop(conn, b'') + data
+        sent = send(conn, data)  # what the socket takes now: see send
+        if data[sent:]:  # not read meanwhile: a client that does not read costs one reply
             outbuf[conn] = data[sent:]
             sel.modify(conn, selectors.EVENT_WRITE, write)
         elif mask == selectors.EVENT_WRITE:  # all sent at last: read again
@@ -53,29 +40,23 @@ def main():
 
     def accept(sock, mask):
         try:
-            conn, addr = sock.accept()  # should be ready: select said so
-        except OSError as e:  # fix: gone before we got to it, or out of descriptors
-            return pause.accept_failed(e)
-        if not watchable(sel, conn, addr):  # fix: past it, SelectSelector's select() would fail
+            conn, addr = sock.accept()
+        except (BlockingIOError, ConnectionError):  # fix: gone already (Windows: reset)
             return
+        if server_full(sel, conn, addr): return  # fix: select()'s wall, where selectors uses it
         print('-------', conn)
         conn.setblocking(False)  # fix: accept() hands back a blocking socket on Linux
-        trace.accepted(sock, conn, addr)
         # 注冊conn,回調 read函數
         sel.register(conn, selectors.EVENT_READ, read)
 
-    pause = Pause(sel, sock, accept)  # fix: see Pause
     # 注冊server事件:
     # 參數1:sock 進行監聽
     # 參數2:selectors.EVENT_READ 執行動作
     # 參數3:accept,只要來一個鏈接就回調這個函數
     sel.register(sock, selectors.EVENT_READ, accept)
-    events = None
     while True:
-        if events != []:  # fix: once per wait, though on Windows we wake twice a second
-            print('wating....')
-        trace.select(sel)
-        events = sel.select(pause.timeout())  # 調用select:優先使用epoll. fix: see Pause
+        print('wating....')
+        events = sel.select(TIMEOUT)  # 調用select:優先使用epoll. fix: see TIMEOUT
         # 默認阻塞,有活動鏈接就返回活動的鏈接列表
         for key, mask in events:
             # callback相當于調accept函數
@@ -83,135 +64,104 @@ def main():
             # 獲取函數內存地址,加入參數
             # key.fileobj = 文件句柄
             callback(key.fileobj, mask)
-        trace.wake(events)
 
+# ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 
-# ---- Below: what the tutorial does not teach, which the lesson calls by name: the command ----
-# ---- line, the output guard, the file limit, select()'s wall, the accept pause, --trace. ----
-
-SELECTORS = {name: getattr(selectors, name.capitalize() + 'Selector')  # what this platform has
-             for name in ('select', 'poll', 'epoll', 'kqueue', 'devpoll')
-             if hasattr(selectors, name.capitalize() + 'Selector')}
-
+# Windows: Ctrl-C waits till select() returns (see README); select() watches 512 sockets a list.
+TIMEOUT, WALL = (1, 512) if os.name == 'nt' else (None, 1024)  # Elsewhere: descriptors < 1024
 
 def setup():
-    """Read the command line, guard the output, lift the file limit; return args and trace."""
+    """Read the command line; lift the file limit; let Ctrl-C and Ctrl+Break through on Windows."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--host', default='127.0.0.1', help='the address to listen on, IPv4 or '
-                        'IPv6; 0.0.0.0 or :: for every address (default: %(default)s)')
+    parser.add_argument('--host', default='127.0.0.1', help='the address to listen on; '
+                        '0.0.0.0: every address, for a class (default: %(default)s)')
     parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
-    parser.add_argument('--selector', choices=list(SELECTORS), help='the kernel call to use '
-                        '(default: selectors.DefaultSelector, the best this platform has)')
-    parser.add_argument('--trace', action='store_true',
-                        help='say on stderr what woke each sel.select(), and what we did')
+    parser.add_argument('--trace', action='store_true', help='say what each select() woke us for')
     args = parser.parse_args()
-    guard('stdout'), guard('stderr')
-    if os.name == 'nt':  # Ctrl+Break stops us as Ctrl-C does
+    if args.host == '0.0.0.0':  # for a class: the command for students, with the address of our
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # default route, found by
+            probe.connect_ex(('192.0.2.1', 9))  # a UDP connect(), which sends nothing (RFC 5737)
+            ip, port = probe.getsockname()[0], f' --port {args.port}' * (args.port != 8800)
+        print(f'students: python interactive_client.py --host {ip}{port}' if ip != '0.0.0.0'
+              else 'no network address found: is this machine on a network?')
+    if os.name == 'nt':
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
-    else:  # each client costs a descriptor (1024 on Linux, 256 on macOS); Windows: no limit
-        lift_nofile()
-    return args, Trace(args.trace)
+    else:  # a client costs a descriptor: lift the soft limit (Linux 1024, macOS 256) to the hard
+        import resource
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        with contextlib.suppress(ValueError, OSError):  # macOS: "unlimited" means 10240
+            resource.setrlimit(resource.RLIMIT_NOFILE, (
+                10240 if hard == resource.RLIM_INFINITY else hard, hard))
+    if args.trace:
+        Trace()
+    return args
 
-
-def lift_nofile():
-    """Lift the soft file limit to the hard one; macOS refuses RLIM_INFINITY, but takes 10240."""
-    import resource
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    for want in (hard, 10240):
-        with contextlib.suppress(ValueError, OSError):
-            return resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-@contextlib.contextmanager
-def listening(sock, args):
-    """Rebind at once, past TIME_WAIT, but not on Windows, where a second server could then take
-    a port in use (see socket.create_server). An error ends the script with one line."""
-    if os.name != 'nt':
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def send(conn, data):
+    """conn.send(), but 0 if the socket takes nothing now; all if it is gone (read() closes it)."""
     try:
-        yield
-    except (OSError, OverflowError) as e:
-        sys.exit(f'cannot listen on {args.host}:{args.port}: {getattr(e, "strerror", 0) or e}')
+        return conn.send(data)
+    except BlockingIOError:
+        return 0
+    except OSError:
+        return len(data)
 
-
-def watchable(sel, conn, addr):
-    """Refuse a client past select()'s wall (512 sockets on Windows, else descriptor 1023)."""
+def server_full(sel, conn, addr, said=[0]):  # said: when we last said so, kept between calls
+    """Past select()'s wall, SelectSelector's select() would raise ValueError on every call:
+    tell this client so in one line, close it, and serve the rest."""
     if not isinstance(sel, selectors.SelectSelector) or (
-            len(sel.get_map()) < 512 if os.name == 'nt' else conn.fileno() < 1024):
-        return True
-    print('refusing %s:%s: past what select() can watch' % addr[:2], file=sys.stderr)
+            len(sel.get_map()) if os.name == 'nt' else conn.fileno()) < WALL:
+        return False
+    why = f'server full: select() watches at most {WALL:,} sockets'
+    with contextlib.suppress(OSError):
+        conn.send(why.encode() + b'\n')
     conn.close()
-
-
-def guard(name):
-    """When stdout or stderr can't be written (a closed pipe, a full disk), say so once and drop
-    the rest, below the buffer: a print costs no more. The chapter's print() raised in the loop."""
-    stream = getattr(sys, name)  # unprintables escaped; stderr by line, as Python 3.9+ has it
-    stream.reconfigure(errors='backslashreplace', line_buffering=name == 'stderr' or None)
-    raw = getattr(stream.buffer, 'raw', stream.buffer)  # python -u: no buffer between
-
-    def write_or_drop(data, write=raw.write):
-        try:
-            return write(data)
-        except OSError as e:
-            raw.write = len  # gone: from now on, taken as written
-            if name == 'stdout':  # stderr still works, we hope
-                print(f'stdout: {e.strerror}; printing no more', file=sys.stderr)
-            return len(data)
-    raw.write = write_or_drop
-
-
-class Pause:
-    """Out of descriptors: stop accepting for a second, as asyncio does, instead of spinning."""
-    # Windows: select() sleeps through Ctrl-C, so wake twice a second, as socketserver does.
-    POLL, until = (0.5 if os.name == 'nt' else None), 0
-
-    def __init__(self, sel, sock, accept):
-        self.stop = lambda: sel.unregister(sock)
-        self.resume = lambda: sel.register(sock, selectors.EVENT_READ, accept)
-
-    def accept_failed(self, e):
-        if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-            print(f'accept: {e.strerror}; pausing new connections for 1 s', file=sys.stderr)
-            self.stop()
-            self.until = time.monotonic() + 1
-        elif not isinstance(e, (BlockingIOError, ConnectionError)):  # not just a client gone
-            raise e
-
-    def timeout(self):
-        if self.until and time.monotonic() >= self.until:
-            self.resume()
-            self.until = 0
-        left = self.until and max(0.001, self.until - time.monotonic())
-        return min(self.POLL or 1, left) if left else self.POLL
-
+    if time.monotonic() - said[0] >= 1:  # our own note: under a flood, one a second
+        said[0] = time.monotonic()
+        print('refused %s:%s: ' % addr[:2] + why, file=sys.stderr, flush=True)
+    return True
 
 class Trace:
-    """--trace: one line on stderr per wake-up: each event, its callback, and what that did."""
-    def __init__(self, on):
-        self.names, self.did = {}, {}  # socket -> 'ip:port'; socket -> what we did this wake-up
-        if not on:  # each trace point is then a call that does nothing
-            self.select = self.note = self.accepted = self.wake = lambda *_: None
-    def select(self, sel):
-        mechanism = next(name for name, cls in SELECTORS.items() if isinstance(sel, cls))
-        self.head = f'{mechanism}, {len(sel.get_map())} registered'
-    def note(self, sk, what, *args):
-        self.did.setdefault(sk, [self.names.get(sk, 'listener')]).append(what.format(*args))
-    def accepted(self, sock, conn, addr):
-        self.names[conn] = '%s:%s' % addr[:2]
-        self.note(sock, 'accepted {}', self.names[conn])
-    def wake(self, events):
-        parts = []
-        for key, mask in events:
-            name, *what = self.did.get(key.fileobj) or [self.names.get(key.fileobj, 'listener')]
-            if key.fileobj.fileno() < 0:  # its callback closed it
-                what.append('closed')
-                del self.names[key.fileobj]
-            kind = 'EVENT_READ' if mask & selectors.EVENT_READ else 'EVENT_WRITE'
-            parts.append(f'{name} {kind} -> {key.data.__name__}: {", ".join(what)}')
-        print(f'{self.head} -> {"; ".join(parts) or "timeout"}', file=sys.stderr)
-        self.did.clear()
+    """--trace: after each sel.select(), its events and what each callback did. It wraps the
+    selector and the socket calls: the lesson has no trace calls, and pays nothing."""
+    def __init__(self):
+        self.names, self.did, self.woke = {}, {}, None  # socket -> ip:port; -> what we did
+        for owner, name in ((selectors.DefaultSelector, 'select'), (socket.socket, 'accept'),
+                            (socket.socket, 'recv'), (socket.socket, 'send')):
+            setattr(owner, name, self.wrap(name, getattr(owner, name)))
 
+    def wrap(self, name, real):
+        def traced(sock, *args):  # for select(), sock is the selector
+            if name == 'select':
+                self.say()  # about to wait: the wake-up before this one is over
+            result = None  # if the call raises
+            try:
+                result = real(sock, *args)
+                return result
+            finally:
+                self.did.setdefault(sock, []).append(self.what(name, sock, result, *args))
+        return traced
+
+    def what(self, name, sock, result, data=b'', *_):
+        if name == 'select':
+            mechanism = type(sock).__name__[:-len('Selector')].lower()
+            self.woke = f'{mechanism}, {len(sock.get_map())} registered', result
+        elif name == 'accept':
+            self.names.update([(result[0], '%s:%s' % result[1][:2])] if result else [])
+            return 'accepted ' + self.names[result[0]] if result else 'accept failed'
+        elif name == 'recv':
+            return f'read {len(result):,}' if result is not None else 'read failed'
+        elif name == 'send':
+            sent = result or 0
+            return f'sent {sent:,}' + (f', {len(data) - sent:,} waiting' if data[sent:] else '')
+
+    def say(self):
+        if self.woke and self.woke[1]:
+            print(self.woke[0], '->', '; '.join(f'{self.names.get(key.fileobj, "sock")} EVENT_'
+                  f'{"READ" if mask & selectors.EVENT_READ else "WRITE"} -> ' + ', '.join(
+                      self.did.get(key.fileobj, []) + ['closed'] * (key.fileobj.fileno() < 0))
+                  for key, mask in self.woke[1]), file=sys.stderr, flush=True)
+        self.did.clear()
+        self.names = {sk: name for sk, name in self.names.items() if sk.fileno() >= 0}
 
 if __name__ == '__main__':
     try:

@@ -21,11 +21,13 @@ from conftest import (ENV, growth_kib, passes, peer, raise_nofile, recv_exactly,
                       round_trip, wait_for, whole_reply)
 import harness
 from harness import HERE, SERVERS, TIMEOUT, free_port, reply_rule, resource, usage
-from selectors_server import SELECTORS  # importing starts nothing
 
 MULTIPLEXED = ['select_server.py', 'selectors_server.py']
+CLIENTS = ['client.py', 'interactive_client.py']
 POSIX_ONLY = pytest.mark.skipif(os.name == 'nt', reason='needs POSIX signals and rlimits')
 needs_linux = pytest.mark.skipif(sys.platform != 'linux', reason='emulates Windows on Linux')
+needs_pty = pytest.mark.skipif(os.name == 'nt', reason='needs a pseudo-terminal')
+FULL = b'server full: '  # how a server that can't take a client says so, before it closes
 
 
 class Flooder:
@@ -60,6 +62,33 @@ class Flooder:
         return False
 
 
+def reset(sock):
+    """Close with SO_LINGER 0, which sends RST: the client vanishes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    sock.close()
+
+
+def descriptors(pid):
+    """How many descriptors a process holds, from /proc; None where there is no /proc."""
+    try:
+        return len(os.listdir(f'/proc/{pid}/fd'))
+    except OSError:
+        return None
+
+
+def served_or_told(sock, script, data=b'latecomer'):
+    """A round trip, or the server's one line saying it is full, then EOF: never silence."""
+    sock.sendall(data)
+    expected = reply_rule(script, data)
+    got = sock.recv(len(expected))
+    if got.startswith(FULL[:len(got)]):
+        told = got + recv_until_eof(sock)
+        assert told.startswith(FULL) and told.endswith(b'\n') and told.count(b'\n') == 1, told
+        return 'told'
+    assert got + recv_exactly(sock, len(expected) - len(got)) == expected
+    return 'served'
+
+
 # ---- every server -------------------------------------------------------------------------
 
 def test_each_server_answers_by_its_reply_rule(server):
@@ -69,12 +98,6 @@ def test_each_server_answers_by_its_reply_rule(server):
         assert recv_exactly(c, len(expected)) == expected
         for _ in range(3):
             assert round_trip(c, server.script, b'hello again')
-
-
-def reset(sock):
-    """Close with SO_LINGER 0, which sends RST: the client vanishes."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-    sock.close()
 
 
 def one_client_goes(server, how):
@@ -93,15 +116,17 @@ def one_client_goes(server, how):
 
 @pytest.mark.parametrize('how', ['orderly', 'reset'])
 def test_disconnect_ends_one_client_only(server, how):
+    """The chapter's busy loop replied to a closed client until BrokenPipeError took it down,
+    and its select server named `sock`, which does not exist, in rlist.remove(sock)."""
     one_client_goes(server, how)
 
 
 @pytest.mark.skipif(sys.platform == 'darwin', reason='macOS caps every listen backlog at '
                     'kern.ipc.somaxconn, 128 by default: a burst of 300 must retry there')
-def test_burst_of_connects_needs_no_retries(server):
-    """300 clients connect at once. With the seed's listen(5) the kernel drops most of the SYNs,
-    and those clients connect only after TCP's first retry, a second later."""
-    socks = [socket.socket() for _ in range(300)]
+def test_a_class_connecting_at_once_needs_no_retries(server):
+    """100 clients connect at once. With the chapter's listen(5) the kernel drops SYNs, and those
+    clients connect only after TCP's first retry, a second later."""
+    socks = [socket.socket() for _ in range(100)]
     connected = 0
     try:
         with selectors.DefaultSelector() as sel:
@@ -110,23 +135,28 @@ def test_burst_of_connects_needs_no_retries(server):
                 s.setblocking(False)
                 s.connect_ex(('127.0.0.1', server.port))
                 sel.register(s, selectors.EVENT_WRITE)
-            while connected < 300 and time.monotonic() - t0 < TIMEOUT:
+            while connected < len(socks) and time.monotonic() - t0 < TIMEOUT:
                 for key, _ in sel.select(0.5):
                     sel.unregister(key.fileobj)
                     # Writable also means failed: only SO_ERROR 0 is a connection.
                     assert key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
                     connected += 1
+            for s in socks:  # each is answered: accepted, not only queued
+                s.setblocking(True)
+                s.settimeout(TIMEOUT)
+                round_trip(s, server.script, b'here')
             elapsed = time.monotonic() - t0
     finally:
         for s in socks:
             s.close()
-    # Here: a few ms. After a dropped SYN: a second or more.
-    assert connected == 300 and elapsed < 0.5, f'{connected} connected in {elapsed:.2f} s'
+    # Here: a few tenths of a second at most. After a dropped SYN or ACK: a second or more.
+    assert connected == len(socks) and elapsed < 0.9, f'{connected} connected in {elapsed:.2f} s'
     server.alive()
 
 
 @pytest.mark.parametrize('sends', [b'', b'\xe4\xbd'], ids=['nothing', 'half a character'])
 def test_idle_client_does_not_starve_another(server, sends):
+    """Without setblocking(False) after accept(), the busy loop waits in recv() on the idle one."""
     with server.connect() as idle, server.connect() as busy:
         idle.sendall(sends)  # then nothing more
         for i in range(5):
@@ -134,6 +164,20 @@ def test_idle_client_does_not_starve_another(server, sends):
         if sends and server.script == 'selectors_server.py':  # bytes in, bytes out
             assert recv_exactly(idle, 5) == b'\xe4\xbd_SB'
         assert round_trip(busy, server.script, b'still served')
+    server.alive()
+
+
+def test_a_client_that_never_reads_costs_no_one_else(server):
+    """A student pastes megabytes and never reads a reply: the others are still served."""
+    c = server.connect()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    flooder = Flooder(c, b'p' * 65536, times=64, then_shutdown=False, patience=3)
+    time.sleep(0.5)
+    with c, server.connect() as other:
+        for i in range(10):
+            assert round_trip(other, server.script, b'served meanwhile %d' % i)
+    flooder.thread.join(TIMEOUT)
+    time.sleep(0.2)
     server.alive()
 
 
@@ -173,6 +217,8 @@ def test_reset_while_a_reply_waits_leaves_the_server_serving(start, script):
     flooder.thread.join(TIMEOUT)
     time.sleep(0.2)
     server.alive()
+    if descriptors(server.p.pid) is not None:  # the reset connection is closed, not kept
+        wait_for(lambda: descriptors(server.p.pid) == descriptors(server.p.pid), 'steady')
 
 
 def test_upload_then_half_close_gets_whole_reply(server):
@@ -205,42 +251,33 @@ def test_ctrl_c_stops_quietly_and_restarts_at_once(server, start):
 
 
 @pytest.mark.parametrize('script', SERVERS)
-def test_port_taken_is_one_line_no_traceback(start, script):
+def test_port_taken_ends_in_pythons_own_error(start, script):
+    """An operator's mistake: Python's error names the cause, and nothing else is printed."""
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))
         taken.listen()
         port = taken.getsockname()[1]
         p = start(script, '--port', str(port))
         assert p.p.wait(TIMEOUT) != 0
-    err = p.stderr()
-    assert err.startswith(f'cannot listen on 127.0.0.1:{port}: ') and err.count('\n') == 1, err
+    assert p.stderr().splitlines()[-1] == 'OSError: [Errno 98] Address already in use'
+    assert p.stdout() == ''
 
 
 @POSIX_ONLY
 @pytest.mark.parametrize('script', SERVERS)
-def test_out_of_descriptors_pauses_then_resumes_on_its_own(start, script):
-    """A limit of 40 descriptors, 60 clients. The server accepts what it can, says 'Too many open
-    files' and stops accepting for a second. We free descriptors at once, during the pause,
-    and then nothing stirs: accepting must resume on the timer, not on the next event."""
-    server = start.server(script, nofile=(40, 40))
-    first = server.connect()
-    clients = [server.connect() for _ in range(60)]  # the kernel queues what it doesn't accept
-    wait_for(lambda: 'Too many open files' in server.stderr(), 'the first EMFILE')
-    paused = time.monotonic()
-    round_trip(first, script, b'served while out of descriptors')
-    for c in clients[:30]:  # accepted ones: the server wakes, reads EOF and closes them
-        c.close()
-    time.sleep(0.3)
-    last = clients[-1]  # still in the kernel's queue: nothing the server watches
-    last.settimeout(3)
-    round_trip(last, script, b'accepted once the pause ran out')
-    elapsed = time.monotonic() - paused
-    assert 0.5 < elapsed < 2.5, f'accepting resumed {elapsed:.2f} s after the pause began'
-    # Pausing, not spinning: a line at most every second or so.
-    assert server.stderr().count('pausing') <= 3, server.stderr()
-    round_trip(first, script, b'and the first still served')
-    for c in [first] + clients[30:]:
-        c.close()
+def test_a_laptops_file_limit_is_lifted(start, script):
+    """A soft limit of 64 descriptors, as 1024 is on most laptops: each server lifts it to the
+    hard limit at start, so that 200 clients are all served, and none waits unanswered."""
+    server = start.server(script, nofile=(64, 4096))
+    clients = []
+    try:
+        for _ in range(200):
+            clients.append(server.connect())
+        for i, c in enumerate(clients):
+            round_trip(c, script, b'client %d' % i)
+    finally:
+        for c in clients:
+            c.close()
     server.alive()
 
 
@@ -260,23 +297,167 @@ def test_importing_starts_nothing():
     assert out.stdout == 'ok\n' and out.returncode == 0
 
 
-# ---- --trace, and output that can't be written ------------------------------------------------
+@pytest.mark.parametrize('script', SERVERS)
+def test_server_on_localhost_by_name(start, script):
+    port = free_port()
+    server = start(script, '--host', 'localhost', '--port', str(port))
+    assert harness.wait_until_accepting(server.p, port), server.stderr()
+    out = subprocess.run([sys.executable, str(HERE / 'interactive_client.py'), '--host',
+                          'localhost', '--port', str(port)], input=b'x\n', capture_output=True,
+                         timeout=TIMEOUT * 2)
+    assert out.returncode == 0 and out.stdout and out.stderr == b''
+
+
+# ---- a class of 40 on one server ------------------------------------------------------------
+
+STUDENT = re.compile(r'^students: python interactive_client\.py --host (\S+)( --port \d+)?$')
+
 
 @pytest.mark.parametrize('script', SERVERS)
-def test_trace_names_each_client(start, script):
+def test_the_address_to_give_the_class(start, script):
+    """With --host 0.0.0.0 a server prints the command for students, with an address of this
+    machine that they can reach (not 0.0.0.0), and the port when it is not 8800. That command
+    works. With the default host, nothing but the chapter's own start line."""
+    port = free_port()
+    server = start(script, '--host', '0.0.0.0', '--port', str(port))
+    assert harness.wait_until_accepting(server.p, port), server.stderr()
+    wait_for(lambda: 'students:' in server.stdout() or 'no network' in server.stdout(), 'a line')
+    line = next(l for l in server.stdout().splitlines() if 'students:' in l or 'network' in l)
+    if line != 'no network address found: is this machine on a network?':
+        m = STUDENT.match(line)
+        assert m and m.group(2) == f' --port {port}', line
+        ip = m.group(1)
+        assert ip != '0.0.0.0' and not ip.startswith('127.')
+        out = subprocess.run([sys.executable, str(HERE / 'interactive_client.py'), '--host', ip,
+                              '--port', str(port)], input=b'hi\n', capture_output=True,
+                             timeout=TIMEOUT * 2)
+        assert out.returncode == 0 and reply_rule(script, b'hi') in out.stdout, out
+    alone = start.server(script)
+    with alone.connect() as c:
+        round_trip(c, script, b'hello')
+    alone.interrupt()
+    assert 'students' not in alone.stdout() and 'network' not in alone.stdout()
+
+
+@needs_linux
+@pytest.mark.parametrize('script', SERVERS)
+def test_the_address_when_the_machine_is_on_no_network(start, script):
+    server = start.server(script, '--host', '0.0.0.0', emulate='offline')
+    wait_for(lambda: 'network' in server.stdout(), 'the line')
+    assert 'no network address found: is this machine on a network?' in server.stdout()
+    assert 'students:' not in server.stdout()
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize('script', SERVERS)
+def test_a_class_of_40_with_mischief(start, script):
+    """40 students send 10 lines each, some in Chinese, while beside them one sends terminal
+    escapes, one pastes 2 MB and never reads, and a script holds 1,500 connections; 3 latecomers
+    join during that flood. Every student gets every reply; each latecomer is served or told
+    the server is full; the projected screen gets no line over 200 characters and no raw ESC or
+    BEL; and once all have gone, the server holds the descriptors it started with. The server
+    starts with a laptop's soft limit of 1,024 files."""
+    raise_nofile(2200)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    server = start.server(script, nofile=(1024, hard))
+    pid, errors = server.p.pid, []
+    time.sleep(0.3)  # the readiness probe's connection closes
+    start_fds = descriptors(pid)
+    students = [server.connect() for _ in range(40)]
+    for s in students:
+        s.settimeout(30)  # generous: a loaded two-core machine
+
+    def student(n, sock):
+        try:
+            for i in range(10):
+                line = ('學生%d 第%d行 你好' % (n, i) if n % 3 == 0 else 'student %d line %d' % (n, i))
+                round_trip(sock, script, line.encode())
+        except BaseException as e:  # noqa: B902 reported below, with the student's number
+            errors.append(f'student {n}: {e!r}')
+
+    mischief = server.connect()
+    mischief.sendall(b'\x1b[2J\x1b]0;owned\x07 cleared? \x07\x07\n')
+    paster = server.connect()
+    paster.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    paste = Flooder(paster, ('貼上' * 1000 + '\n').encode() * 350, patience=10)  # about 2 MB
+    flood = []
+    for _ in range(1500):
+        flood.append(socket.create_connection(('127.0.0.1', server.port), timeout=30))
+    latecomers = [server.connect() for _ in range(3)]
+    threads = [threading.Thread(target=student, args=(n, s)) for n, s in enumerate(students)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    said = [served_or_told(c, script) for c in latecomers]
+    if script == 'select_server.py':
+        assert said == ['told'] * 3, said  # select's wall: 1,024 descriptors
+    else:
+        assert said == ['served'] * 3, said  # the lifted limit: room for all
+    for c in students + latecomers + flood + [mischief]:
+        c.close()
+    paster.close()
+    paste.thread.join(TIMEOUT)
+    server.alive()
+    if start_fds is not None:
+        wait_for(lambda: descriptors(pid) == start_fds, 'the descriptors to come back', 30)
+    if script == 'select_server.py':
+        server.interrupt()
+        out = server.stdout()
+        assert max(map(len, out.splitlines())) <= 200
+        assert '\x1b' not in out and '\x07' not in out
+        assert '\\x1b[2J\\x1b]0;owned\\x07 cleared? \\x07\\x07\\n' in out
+        assert '貼上貼上' in out  # the paste is shown, cut to a line at a time
+        # Its note on stderr: under a flood of refusals, a line a second at most.
+        assert 1 <= server.stderr().count('refused') <= 10, server.stderr()
+
+
+# ---- --trace ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('script', SERVERS)
+def test_trace_names_each_client_once_per_wake_up(start, script):
     server = start.server(script, '--trace')
     with server.connect() as c:
         round_trip(c, script, b'hello')
         name, n = peer(c), len(reply_rule(script, b'hello'))
         # What the kernel reported, and what the server did with it.
-        line = {'nonblocking_server.py': f'{name}: new, 1 recv (5 bytes), 1 sent ({n} bytes)',
-                'select_server.py': f'readable: {name} -> recv 5 bytes, sent {n}',
-                'selectors_server.py': f'registered -> {name} EVENT_READ -> read: recv 5 bytes, '
-                                       f'sent {n}'}[script]
-        wait_for(lambda: line in server.stderr(), line)
+        line = {'nonblocking_server.py': None,
+                'select_server.py': f'readable: {name} -> read 5, sent {n}',
+                'selectors_server.py': f' registered -> {name} EVENT_READ -> read 5, sent {n}'
+                }[script]
+        if script == 'nonblocking_server.py':  # a line a second: the probe may share it
+            line = re.compile(r'new \([^)]*' + re.escape(name))
+        wait_for(lambda: re.search(line, server.stderr()) if script == 'nonblocking_server.py'
+                 else line in server.stderr(), line)
+        accepted = {'nonblocking_server.py': name,
+                    'select_server.py': f'readable: server -> accepted {name}',
+                    'selectors_server.py': f'sock EVENT_READ -> accepted {name}'}[script]
+        assert accepted in server.stderr()
     if script == 'nonblocking_server.py':  # one line a second, counting passes
         assert passes(server.stderr())[-1] > 0
+        wait_for(lambda: re.search(r' [1-9]\d* with data', server.stderr()), 'data', 3)
+    else:  # its close shows once the server waits again: at the next wake-up
+        with server.connect():
+            pass
+        wait_for(lambda: f'{name}' in server.stderr().split('closed')[-2], 'closed')
     assert 'Traceback' not in server.stderr()
+
+
+@pytest.mark.parametrize('script', MULTIPLEXED)
+def test_trace_shows_a_reply_waiting(start, script):
+    server = start.server(script, '--trace')
+    c = server.connect()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    flooder = Flooder(c, b'w' * 65536, times=1024, then_shutdown=False, patience=2)
+    assert flooder.stalled()
+    waiting = re.search(r'sent [\d,]+, [\d,]+ waiting', server.stderr())
+    assert waiting, server.stderr()[-500:]
+    reset(c)  # the select() that waits for it to take the rest returns: writable, then closed
+    flooder.thread.join(TIMEOUT)
+    writable = {'select_server.py': 'wlist=1) -> writable: ',
+                'selectors_server.py': ' EVENT_WRITE -> '}[script]
+    wait_for(lambda: writable in server.stderr(), writable)
 
 
 @pytest.mark.parametrize('script', SERVERS)
@@ -296,36 +477,11 @@ def test_trace_changes_no_reply(start, script):
     server.alive()
 
 
-@pytest.mark.parametrize('stream, target', [('stdout', 'closed pipe'), ('stdout', '/dev/full'),
-                                            ('stderr', 'closed pipe')])
-@pytest.mark.parametrize('script', SERVERS)
-def test_output_gone_costs_no_client(start, script, stream, target):
-    """`python select_server.py | head -1`, a full disk, a closed terminal: the server says so
-    once and serves on. Unbuffered, so that the very first print meets the broken stream."""
-    if target == '/dev/full' and not os.path.exists('/dev/full'):
-        pytest.skip('no /dev/full here')
-    if target == 'closed pipe':
-        read_end, broken = os.pipe()
-        os.close(read_end)
-    else:
-        broken = os.open(target, os.O_WRONLY)
-    try:
-        trace = ['--trace'] if stream == 'stderr' else []  # what it prints on stderr
-        server = start.server(script, *trace, env={'PYTHONUNBUFFERED': '1'}, **{stream: broken})
-    finally:
-        os.close(broken)
-    for i in range(5):  # several clients in turn
-        with server.connect() as c:
-            round_trip(c, script, b'client %d' % i)
-            time.sleep(0.05)
-    if script == 'nonblocking_server.py' and stream == 'stderr':
-        time.sleep(1.1)  # its trace line comes once a second
-    server.alive()
+def test_without_trace_stderr_says_only_that_the_server_stopped(server):
+    with server.connect() as c:
+        round_trip(c, server.script, b'quiet')
     assert server.interrupt() == 0
-    err = server.stderr()
-    if stream == 'stdout' and script != 'nonblocking_server.py':  # it prints nothing there
-        assert err.count('printing no more') == 1, err
-    assert 'Traceback' not in err and 'Exception ignored' not in err, err
+    assert server.stderr() == 'server stopped\n'
 
 
 # ---- each server's own ----------------------------------------------------------------------
@@ -337,9 +493,7 @@ def test_select_prints_the_seed_messages(start):
         round_trip(c, 'select_server.py', 'hello 你好'.encode())
     wait_for(lambda: '接收消息: hello 你好\n' in server.stdout(), 'the line, before any exit')
     server.interrupt()
-    assert server.stdout().startswith('server is start ......\n')
-    assert '接收消息: hello 你好\n' in server.stdout()
-    assert server.stderr() == 'server stopped\n'  # without --trace, nothing more
+    assert server.stdout() == 'server is start ......\n接收消息: hello 你好\n'
 
 
 def test_selectors_prints_the_seed_messages(start):
@@ -351,11 +505,12 @@ def test_selectors_prints_the_seed_messages(start):
     out = server.stdout()
     assert out.startswith('wating....\n')
     assert '------- <socket.socket' in out and 'closing <socket.socket' in out
-    assert server.stderr() == 'server stopped\n'  # without --trace, nothing more
 
 
 def test_select_upper_cases_a_character_split_between_recvs(start):
-    server = start.server('select_server.py')
+    """A paste of Chinese longer than 1,024 bytes crashed the chapter's select server: recv()
+    ended inside a character, and .decode() raised UnicodeDecodeError."""
+    server = start.server('select_server.py', env={'PYTHONUNBUFFERED': '1'})
     with server.connect() as c:
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.sendall(b'a\xc3')  # the first byte of é
@@ -363,6 +518,12 @@ def test_select_upper_cases_a_character_split_between_recvs(start):
         c.sendall(b'\xa9b')
         expected = 'AÉB'.encode()
         assert recv_exactly(c, len(expected)) == expected
+        text = '你好世界' * 300  # 3,600 bytes: recv(1024) ends inside characters
+        c.sendall(text.encode())
+        assert recv_exactly(c, len(text.encode())) == text.encode()
+    server.alive()
+    wait_for(lambda: server.stdout().count('接收消息') >= 6, 'the lines')
+    assert '\\x' not in server.stdout() and '\\u' not in server.stdout()  # each character whole
 
 
 def test_select_returns_invalid_utf8_unchanged(start):
@@ -370,29 +531,71 @@ def test_select_returns_invalid_utf8_unchanged(start):
     with server.connect() as c:
         c.sendall(b'abc\xff\xfedef\xc3(')
         assert recv_exactly(c, 10) == b'ABC\xff\xfeDEF\xc3('
-        c.sendall(b'x\xe4\xbd')  # an unfinished character, then EOF: answered, not lost
-        c.shutdown(socket.SHUT_WR)
-        assert recv_until_eof(c) == b'X\xe4\xbd'
     server.alive()
     server.interrupt()
     assert '接收消息: abc\\udcff\\udcfedef' in server.stdout()
 
 
+def test_select_shows_control_characters_escaped(start):
+    """A client that sends terminal escapes can't clear or retitle the server's terminal."""
+    server = start.server('select_server.py', env={'PYTHONUNBUFFERED': '1'})
+    sent = '\x1b[2J\x1b]0;owned\x07hi\r\n\x08\x08\t你好\x7f\x85é'.encode()
+    with server.connect() as c:
+        c.sendall(sent)
+        expected = sent.decode().upper().encode()  # the reply is what it always was
+        assert recv_exactly(c, len(expected)) == expected
+    line = '接收消息: \\x1b[2J\\x1b]0;owned\\x07hi\\r\\n\\x08\\x08\t你好\\x7f\\x85é\n'
+    wait_for(lambda: line in server.stdout(), 'the escaped line')
+    for raw in '\x1b\x07\r\x08\x7f\x85':
+        assert raw not in server.stdout()
+
+
+@pytest.mark.parametrize('text', ['A' * 1024, '你好' * 150 + '\x1b[2J'], ids=['ASCII', 'Chinese'])
+def test_select_prints_a_long_message_on_one_line(start, text):
+    """A projector shows 200 characters a line: a longer message is cut, with its full size."""
+    server = start.server('select_server.py', env={'PYTHONUNBUFFERED': '1'})
+    data = text.encode()
+    with server.connect() as c:
+        round_trip(c, 'select_server.py', data)
+    wait_for(lambda: '接收消息' in server.stdout(), 'the line')
+    line = server.stdout().splitlines()[-1]
+    assert len(line) == 200 and line.endswith(f'… ({len(data):,} bytes)'), line
+    assert line.startswith('接收消息: ' + text[:20])
+
+
+def test_select_stdout_gone_is_pythons_error_not_a_lost_client(start):
+    """`python select_server.py | head -1`: once the pipe is closed, print() raises. That is
+    the operator's to fix, and Python's error says so; the server must not take it for the
+    client's error and drop the client instead, silently."""
+    read_end, write_end = os.pipe()
+    try:
+        server = start.server('select_server.py', env={'PYTHONUNBUFFERED': '1'}, stdout=write_end)
+        assert os.read(read_end, 100) == b'server is start ......\n'  # head -1 reads it, and goes
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    with server.connect() as c:
+        c.sendall(b'hello')
+        assert server.p.wait(TIMEOUT) != 0
+    assert 'BrokenPipeError' in server.stderr()
+
+
 @POSIX_ONLY
-@pytest.mark.parametrize('script, args', [('select_server.py', ()),
-                                          ('selectors_server.py', ('--selector', 'select'))])
-def test_select_refuses_descriptors_past_fd_setsize(start, script, args):
+def test_select_tells_clients_past_fd_setsize_that_it_is_full(start):
     raise_nofile(1300)
-    server = start.server(script, *args, nofile=(1200, 1200))
+    server = start.server('select_server.py', nofile=(1200, 1200))
     clients = []
     try:
         for _ in range(1060):
             clients.append(server.connect())
-        round_trip(clients[0], script, b'first')
+        round_trip(clients[0], 'select_server.py', b'first')
         for c in clients[-20:]:  # their descriptors would be past 1023 on the server
-            assert c.recv(10) == b''
-        round_trip(clients[1000], script, b'below the line')
-        assert 'past what select() can watch' in server.stderr()
+            told = recv_until_eof(c)
+            assert told == b'server full: select() watches at most 1,024 sockets\n', told
+        round_trip(clients[1000], 'select_server.py', b'below the line')
+        refused = [line for line in server.stderr().splitlines() if 'refused' in line]
+        assert 1 <= len(refused) <= 2, refused  # a line a second under a flood
+        assert refused[0].endswith('server full: select() watches at most 1,024 sockets')
     finally:
         for c in clients:
             c.close()
@@ -420,22 +623,6 @@ def test_selectors_holds_10000_clients(start):
     server.alive()
 
 
-@pytest.mark.parametrize('mechanism', sorted(SELECTORS))
-def test_selectors_serves_on_each_mechanism(start, mechanism):
-    server = start.server('selectors_server.py', '--selector', mechanism, '--trace')
-    one_client_goes(server, 'orderly')  # the reply rule, then an orderly close
-    assert server.stderr().startswith(f'{mechanism}, ') and 'closed' in server.stderr()
-    one_client_goes(server, 'reset')
-
-
-@pytest.mark.parametrize('name', ['kqueue' if sys.platform == 'linux' else 'epoll', 'nope'])
-def test_selectors_refuses_a_mechanism_it_lacks(name):
-    out = subprocess.run([sys.executable, str(HERE / 'selectors_server.py'), '--selector', name],
-                         capture_output=True, text=True, timeout=TIMEOUT)
-    assert out.returncode == 2 and out.stdout == ''
-    assert 'invalid choice' in out.stderr and 'Traceback' not in out.stderr
-
-
 @POSIX_ONLY
 @pytest.mark.parametrize('script', MULTIPLEXED)
 def test_idle_server_sleeps(start, script):
@@ -449,60 +636,26 @@ def test_idle_server_sleeps(start, script):
         assert usage(server.p.pid)[0] - before < 0.05  # a spinning loop would take ~1 s
 
 
-def test_nonblocking_stops_reading_from_a_client_that_does_not_read(start):
-    """Its 9-byte replies back up only once the socket buffers are full. A client that announces
-    small segments (TCP_MAXSEG) and keeps a small receive buffer keeps the server's send buffer
-    small, so that they do within seconds. From then on the server must not read from us: its
-    --trace shows whole seconds with no data. Meanwhile others are served, memory stays bounded,
-    and at last we vanish while a reply waits."""
-    server = start.server('nonblocking_server.py', '--trace')
-    base = usage(server.p.pid)[1]
-    c = socket.socket()
-    try:
-        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
-    except (AttributeError, OSError):
-        c.close()
-        pytest.skip('TCP_MAXSEG is not available here')
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    c.connect(('127.0.0.1', server.port))
-    flooder = Flooder(c, b'z' * 65536, times=1 << 16, then_shutdown=False, patience=10)
-    assert flooder.stalled(0.5, within=8), 'the server went on reading while its replies waited'
-    seconds = len(passes(server.stderr()))
-    wait_for(lambda: len(passes(server.stderr())) >= seconds + 2, 'two traced seconds')
-    assert ' 0 with data' in server.stderr().splitlines()[-1], server.stderr()[-500:]
-    assert growth_kib(server.p.pid, base) < 16 * 1024
-    with server.connect() as other:
-        round_trip(other, server.script, b'served meanwhile')
-    c.shutdown(socket.SHUT_RDWR)  # wakes the thread's send
-    reset(c)
-    flooder.thread.join(TIMEOUT)
-    time.sleep(0.1)
-    server.alive()
-
-
-# ---- Windows and macOS, emulated on Linux (see emulate.py) ---------------------------------
+# ---- Windows and macOS, emulated on Linux (see tools/emulate.py) ----------------------------
 
 @needs_linux
 @pytest.mark.parametrize('script', SERVERS)
 def test_windows_ctrl_c_stops_an_idle_server(start, script):
     server = start.server(script, emulate='nt,sigint-thread')
-    time.sleep(1.2)  # idle, asleep in select(), through two of its wake-ups
+    time.sleep(1.2)  # idle, asleep in select()
     t0 = time.monotonic()
     assert server.interrupt() == 0
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 1.5
     assert 'server stopped' in server.stderr() and 'Traceback' not in server.stderr()
-    if script == 'selectors_server.py':  # it woke twice a second, but waits once per event
-        out = server.stdout()
-        assert out.count('wating....') == 1 + out.count('-------') + out.count('closing'), out
 
 
 @needs_linux
-@pytest.mark.parametrize('script', SERVERS + ['client.py', 'interactive_client.py'])
+@pytest.mark.parametrize('script', SERVERS + CLIENTS)
 def test_windows_ctrl_break_stops_like_ctrl_c(start, script):
-    if script.endswith('client.py'):
+    if script in CLIENTS:
         server = start.server('select_server.py')
         p = start(script, '--port', str(server.port), emulate='nt', stdin=subprocess.PIPE)
-        wait_for(lambda: script == 'interactive_client.py' or p.stdout(), 'the first line')
+        wait_for(lambda: p.stdout(), 'the first line or prompt')
         time.sleep(0.2)
     else:
         p = start.server(script, emulate='nt')
@@ -519,18 +672,13 @@ def test_windows_select_takes_512_sockets(start, script):
     try:
         for _ in range(600):
             clients.append(server.connect())
-        served = 0
-        for c in clients:
-            try:
-                served += round_trip(c, script, b'x')
-            except (AssertionError, ConnectionError):  # closed at once: refused
-                pass
-        assert served == 511, f'{served} of 600 served'  # 512 with the listening socket
-        assert 'past what select() can watch' in server.stderr()
+        said = [served_or_told(c, script, b'x') for c in clients]
+        assert said.count('served') == 511, f'{said.count("served")} of 600 served'  # and the
+        assert said.count('told') == 89  # listening socket: 512
+        assert 'server full: select() watches at most 512 sockets' in server.stderr()
     finally:
         for c in clients:
             c.close()
-    wait_for(lambda: server.stderr().count('past') == 89, 'the last refusal')
     time.sleep(0.3)  # the server reads our 600 closes
     server.alive()
 
@@ -552,11 +700,12 @@ def test_windows_never_sets_reuseaddr(start, script, platform):
 
 
 @needs_linux
-def test_macos_file_limit_is_lifted_to_what_it_takes(start):
+@pytest.mark.parametrize('script', SERVERS)
+def test_macos_file_limit_is_lifted_to_what_it_takes(start, script):
     raise_nofile(1300)
-    server = start.server('selectors_server.py', emulate='rlimit')
+    server = start.server(script, emulate='rlimit')
     assert server.stderr().splitlines()[-1] == 'emulate: RLIMIT_NOFILE soft limit 10240'
-    clients = [server.connect() for _ in range(1000)]  # past macOS's default 256
+    clients = [server.connect() for _ in range(600)]  # past macOS's default 256
     try:
         for c in clients:
             round_trip(c, server.script, b'x')
@@ -567,26 +716,15 @@ def test_macos_file_limit_is_lifted_to_what_it_takes(start):
 
 
 @needs_linux
-def test_windows_interactive_client_notices_a_closed_server_at_the_next_line(start):
-    """Windows can't select() on the keyboard: at a terminal the client waits in input() alone,
-    and finds the server gone when it sends the next line."""
-    import pty
+def test_windows_interactive_client_without_readline(start):
+    """Windows has no readline module: the client goes on without it."""
     server = start.server('select_server.py')
-    master, slave = pty.openpty()
-    try:
-        client = start('interactive_client.py', '--port', str(server.port), stdin=slave,
-                       emulate='nt')
-        os.write(master, b'one\n')
-        wait_for(lambda: 'ONE\n>>:' in client.stdout(), 'the reply and the next prompt')
-        server.p.kill()
-        time.sleep(0.5)
-        assert client.p.poll() is None  # it does not watch the socket meanwhile
-        os.write(master, b'two\n')
-        assert client.p.wait(TIMEOUT) == 1
-        assert client.stderr() == 'connection closed by server\n'
-    finally:
-        os.close(master)
-        os.close(slave)
+    client = start('interactive_client.py', '--port', str(server.port), emulate='nt,no-readline',
+                   stdin=subprocess.PIPE)
+    client.p.stdin.write('hi 你好\n'.encode())
+    client.p.stdin.close()
+    assert client.p.wait(TIMEOUT) == 0
+    assert client.stdout() == '>>:HI 你好\n>>:' and client.stderr() == ''
 
 
 # ---- the clients ----------------------------------------------------------------------------
@@ -610,13 +748,23 @@ def test_client_talks_every_second(start):
     assert client.stderr() == ''
 
 
-@pytest.mark.parametrize('script', ['client.py', 'interactive_client.py'])
+@pytest.mark.parametrize('script', CLIENTS)
 def test_client_without_server_says_so(script):
     port = free_port()  # nothing listens there
     out = run_client(script, port, 'hello\n')
     err = out.stderr.decode()
     assert out.returncode == 1 and out.stdout == b''
-    assert err.startswith(f'cannot connect to 127.0.0.1:{port}: ') and err.count('\n') == 1
+    assert err == f'cannot connect to 127.0.0.1:{port}: Connection refused\n'
+
+
+@pytest.mark.parametrize('script', CLIENTS)
+def test_client_with_a_bad_address_says_so(script):
+    for host, why in [('no-such-host.invalid', ''), ('127.0.0.1', 'port must be 0-65535')]:
+        out = subprocess.run([sys.executable, str(HERE / script), '--host', host, '--port',
+                              '70000' if why else '8800'], capture_output=True, text=True,
+                             timeout=30, stdin=subprocess.DEVNULL)
+        assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr
+        assert out.stderr.startswith(f'cannot connect to {host}:') and why in out.stderr
 
 
 def test_client_says_when_the_server_goes_away(start):
@@ -626,16 +774,37 @@ def test_client_says_when_the_server_goes_away(start):
     server.p.kill()
     t0 = time.monotonic()
     assert client.p.wait(TIMEOUT) == 1
-    # README says "within about a second"; a client that waits for its next send takes 2 s.
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 2.5  # at its next round at the latest
     assert client.stderr() == 'connection closed by server\n'
+
+
+def full_server():
+    """A server that says it is full, as select_server.py does past its wall, and closes."""
+    listener = socket.create_server(('127.0.0.1', 0))
+
+    def serve():
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b'server full: select() watches at most 1,024 sockets\n')
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+@pytest.mark.parametrize('script', CLIENTS)
+def test_client_prints_the_server_full_line(script):
+    out = run_client(script, full_server(), 'hi\n')
+    assert out.returncode == 1 and out.stderr == b'connection closed by server\n', out
+    assert b'server full: select() watches at most 1,024 sockets' in out.stdout, out.stdout
 
 
 def test_interactive_client_answers_piped_lines_and_skips_empty_ones(start):
     server = start.server('select_server.py')
     out = run_client('interactive_client.py', server.port, 'hello\n\nworld 你好é\n')
     assert (out.returncode, out.stderr) == (0, b'')
-    assert out.stdout.decode() == 'HELLO\nWORLD 你好É\n'  # the empty line was skipped
+    # The chapter's prompt before each line; the empty one was skipped
+    assert out.stdout.decode() == '>>:HELLO\n>>:>>:WORLD 你好É\n>>:'
 
 
 @pytest.mark.parametrize('line', ['x' * 5000, '你好abc' * 1000],
@@ -645,10 +814,10 @@ def test_interactive_client_prints_whole_replies(start, line):
     # Several long lines: each reply must be whole before the next line is sent.
     out = run_client('interactive_client.py', server.port, (line + '\n') * 3)
     assert (out.returncode, out.stderr) == (0, b'')
-    assert out.stdout.decode() == (line.upper() + '\n') * 3
+    assert out.stdout.decode() == ('>>:' + line.upper() + '\n') * 3 + '>>:'
 
 
-@pytest.mark.skipif(os.name == 'nt', reason='needs a pseudo-terminal')
+@needs_pty
 @pytest.mark.parametrize('key', ['Ctrl-D', 'Ctrl-C', 'server killed'])
 def test_interactive_client_at_a_terminal_prompts_and_ends_cleanly(start, key):
     import pty
@@ -664,8 +833,10 @@ def test_interactive_client_at_a_terminal_prompts_and_ends_cleanly(start, key):
             assert client.p.wait(TIMEOUT) == 0
         elif key == 'Ctrl-C':
             assert client.interrupt() == 0
-        else:  # nothing typed: the client notices on its own, as telnet does
+        else:  # noticed when the next line is sent
             server.p.kill()
+            server.p.wait(TIMEOUT)
+            os.write(master, b'anyone?\n')
             assert client.p.wait(TIMEOUT) == 1
             assert client.stderr() == 'connection closed by server\n'
         assert 'Traceback' not in client.stderr()
@@ -679,13 +850,46 @@ def test_interactive_client_says_when_the_server_goes_away(start):
     client = start('interactive_client.py', '--port', str(server.port), stdin=subprocess.PIPE)
     client.p.stdin.write(b'one\n')
     client.p.stdin.flush()
-    wait_for(lambda: client.stdout() == 'ONE\n', 'the reply')
+    wait_for(lambda: client.stdout() == '>>:ONE\n>>:', 'the reply')
     server.p.kill()
     server.p.wait(TIMEOUT)
     client.p.stdin.write(b'two\n')  # the next line finds the connection gone
     client.p.stdin.flush()
     assert client.p.wait(TIMEOUT) == 1
     assert client.stderr() == 'connection closed by server\n'
+
+
+def tmux(*args):
+    return subprocess.run(['tmux', '-L', 'test_servers', *args], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+@pytest.mark.skipif(not shutil.which('tmux'), reason='needs tmux')
+def test_interactive_client_takes_a_long_paste_whole_at_a_terminal(start, tmp_path):
+    """A terminal keeps at most 4,095 bytes of a line for input(): a pasted paragraph of 2,000
+    Chinese characters (6,000 bytes) would reach the server cut short, silently. With readline
+    it arrives whole."""
+    server = start.server('select_server.py')
+    paste = '你' * 1999 + 'x'
+    (tmp_path / 'paste').write_text(paste, encoding='utf-8')
+    command = f'{sys.executable} {HERE / "interactive_client.py"} --port {server.port}'
+    tmux('kill-server')
+    try:
+        assert tmux('new-session', '-d', '-x', '200', '-y', '50', '-e', 'LANG=C.UTF-8',
+                    command).returncode == 0
+        wait_for(lambda: '>>:' in tmux('capture-pane', '-p').stdout, 'the prompt')
+        tmux('load-buffer', str(tmp_path / 'paste'))
+        tmux('paste-buffer')
+        time.sleep(0.5)
+        tmux('send-keys', 'Enter')
+
+        def reply():
+            screen = tmux('capture-pane', '-p', '-J', '-S', '-').stdout
+            return [line for line in screen.splitlines() if line.endswith('X')]
+        wait_for(reply, 'the reply')
+        assert reply()[-1] == '你' * 1999 + 'X', f'{reply()[-1].count("你")} characters came back'
+    finally:
+        tmux('kill-server')
 
 
 # ---- bench.py ---------------------------------------------------------------------------------
@@ -780,24 +984,7 @@ def test_bench_svg_draws_a_line_per_server_with_points_left_to_right(quick_bench
         assert [float(xy.split(',')[0]) for xy in line] == xs, name
 
 
-# ---- the first ten minutes: --help, a start line, escaped client text, IPv6 ---------------------
-
-CLIENTS = ['client.py', 'interactive_client.py']
-
-
-def has_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(('::1', 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason='no IPv6 loopback (::1) here')
-
-
-# ---- the first ten minutes --------------------------------------------------------------------
+# ---- the first ten minutes ------------------------------------------------------------------
 
 @pytest.mark.parametrize('script', SERVERS + CLIENTS)
 def test_help_says_what_host_and_port_are_with_defaults(script):
@@ -807,74 +994,6 @@ def test_help_says_what_host_and_port_are_with_defaults(script):
     assert out.returncode == 0
     assert '--host HOST' in text and '(default: 127.0.0.1)' in text, text
     assert '--port PORT' in text and '(default: 8800)' in text, text
-    assert 'IPv6' in text
-
-
-def test_nonblocking_says_where_it_listens_and_that_it_never_sleeps(start):
-    server = start.server('nonblocking_server.py')
-    wait_for(lambda: server.stderr(), 'the start line')
-    line, = server.stderr().splitlines()
-    assert line.startswith(f'listening on 127.0.0.1:{server.port}: ')
-    assert 'never sleeps' in line and 'Ctrl-C stops it' in line
-    assert server.stdout() == ''  # the tutorial's own messages are unchanged: none
-    assert server.interrupt() == 0
-    assert server.stderr().splitlines()[1:] == ['server stopped']
-
-
-def test_select_shows_control_characters_escaped(start):
-    """A client that sends terminal escapes can't clear or retitle the server's terminal."""
-    server = start.server('select_server.py', env={'PYTHONUNBUFFERED': '1'})
-    sent = '\x1b[2J\x1b]0;owned\x07hi\r\n\x08\x08\t你好\x7f\x85é'.encode()
-    with server.connect() as c:
-        c.sendall(sent)
-        expected = sent.decode().upper().encode()  # the reply is what it always was
-        assert recv_exactly(c, len(expected)) == expected
-    line = '接收消息: \\x1b[2J\\x1b]0;owned\\x07hi\\r\\n\\x08\\x08\t你好\\x7f\\x85é\n'
-    wait_for(lambda: line in server.stdout(), 'the escaped line')
-    for raw in '\x1b\x07\r\x08\x7f\x85':
-        assert raw not in server.stdout()
-
-
-# ---- IPv6 -------------------------------------------------------------------------------------
-
-@needs_ipv6
-@pytest.mark.parametrize('host', ['::1', '::'])
-@pytest.mark.parametrize('script', SERVERS)
-def test_server_over_ipv6(start, script, host):
-    port = free_port()
-    server = start(script, '--host', host, '--port', str(port))
-    assert harness.wait_until_accepting(server.p, port, host='::1'), server.stderr()
-    with socket.create_connection(('::1', port), timeout=TIMEOUT) as c:
-        assert round_trip(c, script, 'over IPv6 你好'.encode())
-    if host == '::':  # every address, IPv4 too where the system maps it (Linux does)
-        with socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT) as c:
-            assert round_trip(c, script, b'over IPv4')
-    assert 'Traceback' not in server.stderr()
-
-
-@needs_ipv6
-def test_clients_over_ipv6(start):
-    port = free_port()
-    server = start('select_server.py', '--host', '::1', '--port', str(port))
-    assert harness.wait_until_accepting(server.p, port, host='::1'), server.stderr()
-    out = subprocess.run([sys.executable, str(HERE / 'interactive_client.py'), '--host', '::1',
-                          '--port', str(port)], input='ipv6\n'.encode(), capture_output=True,
-                         timeout=TIMEOUT * 2)
-    assert (out.returncode, out.stdout, out.stderr) == (0, b'IPV6\n', b'')
-    client = start('client.py', '--host', '::1', '--port', str(port))
-    wait_for(lambda: "b'MY CLIENT:" in client.stdout(), 'a reply over IPv6')
-    assert client.interrupt() == 0
-
-
-@pytest.mark.parametrize('script', SERVERS)
-def test_server_on_localhost_by_name(start, script):
-    port = free_port()
-    server = start(script, '--host', 'localhost', '--port', str(port))
-    assert harness.wait_until_accepting(server.p, port), server.stderr()
-    out = subprocess.run([sys.executable, str(HERE / 'interactive_client.py'), '--host',
-                          'localhost', '--port', str(port)], input=b'x\n', capture_output=True,
-                         timeout=TIMEOUT * 2)
-    assert out.returncode == 0 and out.stdout and out.stderr == b''
 
 
 # ---- the clients leave the terminal clean ---------------------------------------------------
@@ -924,37 +1043,14 @@ def test_ctrl_c_leaves_the_shell_a_fresh_line(start, script):
             read_terminal(master, b"b'MY CLIENT:")
         os.write(master, b'\x03')  # Ctrl-C, typed: the terminal says ^C and interrupts
         assert p.wait(TIMEOUT) == 0
-        shown = read_terminal(master, b'^C\r\n', timeout=1)
-        assert shown.endswith(b'^C\r\n'), shown[-40:]
+        shown = read_terminal(master, b'\r\n', timeout=1)
+        # The terminal says ^C (readline, at >>:, does not), and then the line ends.
+        assert shown.endswith(b'\r\n'), shown[-40:]
         assert b'Traceback' not in shown
     finally:
         p.kill()
         p.wait(TIMEOUT)
         os.close(master)
-
-
-@pytest.mark.skipif(os.name == 'nt', reason='needs a pseudo-terminal')
-def test_unsent_text_does_not_reach_the_shell(start):
-    """Text typed but not yet sent when the server goes away is discarded: the shell that reads
-    the terminal next must not find it."""
-    import pty
-    server = start.server('select_server.py')
-    master, slave = pty.openpty()
-    try:
-        client = start('interactive_client.py', '--port', str(server.port), stdin=slave)
-        os.write(master, b'one\n')
-        wait_for(lambda: 'ONE\n>>:' in client.stdout(), 'the reply and the next prompt')
-        os.write(master, b'partial')  # no Enter yet
-        time.sleep(0.2)
-        server.p.kill()
-        assert client.p.wait(TIMEOUT) == 1
-        os.write(master, b'ls\n')  # what the shell reads next
-        import select
-        assert select.select([slave], [], [], TIMEOUT)[0]
-        assert os.read(slave, 100) == b'ls\n'  # not b'partials\n'
-    finally:
-        os.close(master)
-        os.close(slave)
 
 
 # ---- the two READMEs, English and Chinese, show the same commands and real flags --------------

@@ -19,9 +19,7 @@ import tempfile
 import time
 from html import escape
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # the scripts
-import harness  # noqa: E402
-import selectors_server  # noqa: E402  importing starts nothing: for its mechanisms and lift_nofile()
+import harness
 from harness import HERE, SERVERS, free_port, reply_rule, resource, usage
 
 MSG = b'abcdefgh' * 8  # 64 bytes, one ping
@@ -30,6 +28,17 @@ NO_PRINT = 'select/no print'
 # select_server.py with print() a no-op: what its print of every message costs (loads only).
 NO_PRINT_CODE = ['-c', 'import builtins, runpy, sys; builtins.print = lambda *a, **k: None; '
                  'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")']
+# The selectors mechanisms this platform has. selectors_server.py runs on each with the same
+# code: its selectors.DefaultSelector() made to return the one named.
+SELECTORS = {name: name.capitalize() + 'Selector' for name in ('epoll', 'kqueue', 'devpoll',
+                                                               'poll', 'select')
+             if hasattr(selectors, name.capitalize() + 'Selector')}
+
+
+def with_selector(name):
+    return ['-c', f'import runpy, selectors, sys; selectors.DefaultSelector = selectors.'
+            f'{SELECTORS[name]}; sys.argv = sys.argv[1:]; '
+            'runpy.run_path(sys.argv[0], run_name="__main__")']
 BATCH = 500  # connections opened at a time, within every server's listen backlog of 1024
 # Servers print into a buffer, whatever this shell has set: the same cost in every run.
 SERVER_ENV = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
@@ -42,8 +51,16 @@ Row = collections.namedtuple('Row', 'args rule script')
 
 def default_mechanism():
     with selectors.DefaultSelector() as sel:
-        return next(name for name, cls in selectors_server.SELECTORS.items()
-                    if isinstance(sel, cls))
+        return next(name for name, cls in SELECTORS.items()
+                    if isinstance(sel, getattr(selectors, cls)))
+
+
+def lift_nofile():
+    """Room for 10,000 connections: the soft file limit up to the hard one (macOS: 10240)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    for want in (hard, 10240):
+        with contextlib.suppress(ValueError, OSError):
+            return resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def servers(folder=HERE):
@@ -55,10 +72,10 @@ def servers(folder=HERE):
     default = default_mechanism()
     found = {'nonblocking': script('nonblocking_server.py'), 'select': script('select_server.py'),
              NO_PRINT: script('select_server.py', prefix=NO_PRINT_CODE)}
-    for name in sorted(selectors_server.SELECTORS, key=lambda n: n != default):
+    for name in sorted(SELECTORS, key=lambda n: n != default):
         # The default is selectors.DefaultSelector() itself, as the tutorial has it.
-        found[f'selectors/{name}'] = script('selectors_server.py', *(
-            [] if name == default else ['--selector', name]))
+        found[f'selectors/{name}'] = script('selectors_server.py', prefix=(
+            [] if name == default else with_selector(name)))
     for kind in ('asyncio', 'threads'):
         found[kind] = Row([os.path.abspath(__file__), '--serve', kind], 'selectors_server.py',
                           None)
@@ -669,7 +686,7 @@ def main():
     args = parser.parse_args()
 
     if resource:  # room for 10,000 connections, in us and in the servers we start
-        selectors_server.lift_nofile()
+        lift_nofile()
     if args.serve:
         return serve(args.serve, args.port)
     if args.phase:

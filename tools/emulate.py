@@ -13,6 +13,8 @@ Each feature copies one behaviour, as CPython's source and the platforms' docume
   setsockopt    each setsockopt() call is said on stderr, as 'emulate: setsockopt LEVEL OPTION'.
   rlimit        macOS: RLIMIT_NOFILE starts at 256 with no hard limit, and setrlimit() refuses
                 a soft limit over OPEN_MAX, 10240. What it takes is said on stderr.
+  no-readline   Windows: there is no readline module to import.
+  offline       a machine on no network: a UDP connect() finds no route (ENETUNREACH).
 """
 import argparse  # noqa: F401  imported before os.name changes: some modules look at it as they
 import codecs  # noqa: F401    load (shutil, which argparse imports, on Windows needs nt)
@@ -110,8 +112,30 @@ def rlimit():
     resource.getrlimit, resource.setrlimit = getrlimit, setrlimit
 
 
+def no_readline():
+    sys.modules['readline'] = None  # import readline now raises ImportError
+
+
+def offline():
+    real = socket.socket.connect_ex
+
+    def connect_ex(self, address):
+        if self.type == socket.SOCK_DGRAM:
+            return errno.ENETUNREACH
+        return real(self, address)
+
+    def connect(self, address):
+        if self.type == socket.SOCK_DGRAM:
+            raise OSError(errno.ENETUNREACH, 'Network is unreachable')
+        return real_connect(self, address)
+
+    real_connect = socket.socket.connect
+    socket.socket.connect_ex, socket.socket.connect = connect_ex, connect
+
+
 FEATURES = {'nt': nt, 'sigint-thread': sigint_thread, 'select512': select512,
-            'accept-reset': accept_reset, 'setsockopt': setsockopt, 'rlimit': rlimit}
+            'accept-reset': accept_reset, 'setsockopt': setsockopt, 'rlimit': rlimit,
+            'no-readline': no_readline, 'offline': offline}
 
 if __name__ == '__main__':
     if len(sys.argv) < 3 or not set(sys.argv[1].split(',')) <= set(FEATURES):
