@@ -39,10 +39,10 @@ def main():
                         rlist.remove(conn)  # fix: the chapter said rlist.remove(sock)
                         continue
                     msg = decoders[conn.fileno()].decode(msg)  # fix: keeps a split character
-                    print('接收消息:', shown(msg))  # fix: escaped, and cut to one line
+                    print(f'接收消息: {shown(msg)}')  # fix: escaped, cut to a line (see shown)
                     send(conn, msg.upper().encode('utf-8', 'surrogateescape'))
                 except BrokenPipeError: raise  # fix: from print(): our stdout is gone, not conn
-                except OSError:  # 客戶端關閉則刪除conn(windows). fix: any error of this socket
+                except OSError:  # 客戶端關閉則刪除conn(windows). fix: any socket error
                     conn.close()
                     rlist.remove(conn)
         for conn in wl:  # fix: the socket takes more now: send the rest of its reply
@@ -61,10 +61,9 @@ def setup():
     parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
     parser.add_argument('--trace', action='store_true', help='say what each select() woke us for')
     args = parser.parse_args()
-    if args.host == '0.0.0.0':  # for a class: the command for students, with our address, that
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # of our default route,
-            with contextlib.suppress(OSError):  # found by a UDP connect(), which sends nothing
-                probe.connect(('192.0.2.1', 9))  # (192.0.2.1 is for documentation)
+    if args.host == '0.0.0.0':  # for a class: the command for students, with the address of our
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # default route, found
+            probe.connect_ex(('192.0.2.1', 9))  # by a UDP connect(), which sends nothing (RFC 5737)
             ip, port = probe.getsockname()[0], f' --port {args.port}' * (args.port != 8800)
         print(f'students: python interactive_client.py --host {ip}{port}' if ip != '0.0.0.0'
               else 'no network address found: is this machine on a network?')
@@ -82,10 +81,10 @@ def setup():
 
 def sender(rlist, wlist):
     """Return send(conn, data): what the socket can't take now waits, and conn moves from rlist
-    to wlist until it is sent: a client that does not read costs us one reply, no more."""
+    to wlist till it is sent, so a client that does not read costs us one reply, no more."""
     outbuf = {}  # conn -> the part of its reply that the socket could not take yet
     def send(conn, data=b''):  # send(conn): what waits
-        data = outbuf.pop(conn, b'') + data
+        data = outbuf.pop(conn) + data if conn in outbuf else data
         try:
             sent = conn.send(data)
         except BlockingIOError:
@@ -94,9 +93,10 @@ def sender(rlist, wlist):
             sent = len(data)
         if sent < len(data):
             outbuf[conn] = data[sent:]
-        src, dst = (rlist, wlist) if sent < len(data) else (wlist, rlist)
-        if conn in src:
-            src.remove(conn), dst.append(conn)
+            if conn in rlist:  # the rest waits: watch conn for writing, and read it no more
+                rlist.remove(conn), wlist.append(conn)
+        elif conn in wlist:  # all sent at last: read it again
+            wlist.remove(conn), rlist.append(conn)
     return send
 
 def shown(text, escaped={c: repr(chr(c))[1:-1] for c in [

@@ -30,9 +30,9 @@ def main():
             conn.close()  # 關閉連接
 
     def write(conn, mask, data=b''):  # fix: the rest of a reply waits for EVENT_WRITE
-        data = outbuf.pop(conn, b'') + data
+        data = outbuf.pop(conn) + data if conn in outbuf else data
         sent = send(conn, data)  # what the socket takes now: see send
-        if data[sent:]:  # not read meanwhile: a client that does not read costs one reply
+        if sent < len(data):  # not read meanwhile: a client that does not read costs one reply
             outbuf[conn] = data[sent:]
             sel.modify(conn, selectors.EVENT_WRITE, write)
         elif mask == selectors.EVENT_WRITE:  # all sent at last: read again
