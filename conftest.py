@@ -124,13 +124,16 @@ def whole_reply(script, data, reply):
     return True
 
 
-def recv_until_eof(sock):
-    chunks = []
+def recv_until_eof(sock, within=30):
+    """All the bytes until the server closes. A server that never does (one that answers b''
+    with more data, for ever) fails the test within `within` seconds rather than hanging it."""
+    chunks, deadline = [], time.monotonic() + within
     while True:
         chunk = sock.recv(65536)
         if not chunk:
             return b''.join(chunks)
         chunks.append(chunk)
+        assert time.monotonic() < deadline, f'no end after {sum(map(len, chunks)):,} bytes'
 
 
 def peer(sock):

@@ -120,6 +120,20 @@ def test_disconnect_ends_one_client_only(server, how):
     one_client_goes(server, how)
 
 
+@needs_linux
+@pytest.mark.parametrize('script', SERVERS)
+def test_a_laptop_that_left_the_network_ends_its_connection_only(start, script):
+    """Once TCP gives up on a laptop that left mid-reply, recv() raises ETIMEDOUT: not the
+    ConnectionResetError that the chapter caught, and it must end that connection alone."""
+    server = start.server(script, emulate='vanish')
+    with server.connect() as other, server.connect() as gone:
+        round_trip(other, script, b'before')
+        gone.sendall(b'VANISH')
+        assert recv_until_eof(gone) == b''  # the server closed it
+        round_trip(other, script, b'after')
+    server.alive()
+
+
 @pytest.mark.skipif(sys.platform == 'darwin', reason='macOS caps every listen backlog at '
                     'kern.ipc.somaxconn, 128 by default: a burst of 300 must retry there')
 def test_a_class_connecting_at_once_needs_no_retries(server):
@@ -777,6 +791,7 @@ def test_client_says_when_the_server_goes_away(start):
     assert client.p.wait(TIMEOUT) == 1
     assert time.monotonic() - t0 < 2.5  # at its next round at the latest
     assert client.stderr() == 'connection closed by server\n'
+    assert "b''" not in client.stdout()  # the chapter's client printed it, once a second
 
 
 def full_server():
@@ -816,6 +831,15 @@ def test_interactive_client_prints_whole_replies(start, line):
     out = run_client('interactive_client.py', server.port, (line + '\n') * 3)
     assert (out.returncode, out.stderr) == (0, b'')
     assert out.stdout.decode() == ('>>:' + line.upper() + '\n') * 3 + '>>:'
+
+
+def test_interactive_client_shows_a_character_split_by_selectors(start):
+    """selectors_server.py answers each 1,024 bytes with b'_SB' after them, which can fall
+    inside a character: the client shows a replacement character there, and goes on."""
+    server = start.server('selectors_server.py')
+    out = run_client('interactive_client.py', server.port, '你好' * 400 + '\n')
+    assert (out.returncode, out.stderr) == (0, b''), out.stderr[-300:]
+    assert '_SB' in out.stdout.decode() and '\ufffd' in out.stdout.decode()
 
 
 @needs_pty

@@ -15,6 +15,9 @@ Each feature copies one behaviour, as CPython's source and the platforms' docume
                 a soft limit over OPEN_MAX, 10240. What it takes is said on stderr.
   no-readline   Windows: there is no readline module to import.
   offline       a machine on no network: a UDP connect() finds no route (ENETUNREACH).
+  vanish        a client's laptop leaves the network: recv() on its connection raises ETIMEDOUT, as
+                the kernel does once its retransmissions give up. A client that sends VANISH stands
+                for one.
 """
 import argparse  # noqa: F401  imported before os.name changes: some modules look at it as they
 import codecs  # noqa: F401    load (shutil, which argparse imports, on Windows needs nt)
@@ -133,9 +136,21 @@ def offline():
     socket.socket.connect_ex, socket.socket.connect = connect_ex, connect
 
 
+def vanish():
+    real = socket.socket.recv
+
+    def recv(self, *args):
+        data = real(self, *args)
+        if data.startswith(b'VANISH'):
+            raise TimeoutError(errno.ETIMEDOUT, 'Connection timed out')
+        return data
+
+    socket.socket.recv = recv
+
+
 FEATURES = {'nt': nt, 'sigint-thread': sigint_thread, 'select512': select512,
             'accept-reset': accept_reset, 'setsockopt': setsockopt, 'rlimit': rlimit,
-            'no-readline': no_readline, 'offline': offline}
+            'no-readline': no_readline, 'offline': offline, 'vanish': vanish}
 
 if __name__ == '__main__':
     if len(sys.argv) < 3 or not set(sys.argv[1].split(',')) <= set(FEATURES):
