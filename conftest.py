@@ -14,7 +14,9 @@ import harness  # noqa: E402
 from harness import SERVERS, TIMEOUT, free_port, reply_rule, resource, usage
 
 # Children speak UTF-8 whatever the locale, as a Chinese Windows pipe (gbk) would not.
-ENV = {k: v for k, v in os.environ.items() if k != 'PYTHONIOENCODING'}
+# As CI has it: no PYTHONIOENCODING, and buffered output unless a test asks otherwise.
+ENV = {k: v for k, v in os.environ.items()
+       if k not in ('PYTHONIOENCODING', 'PYTHONUNBUFFERED')}
 ENV['PYTHONUTF8'] = '1'
 
 

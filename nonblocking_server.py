@@ -54,7 +54,7 @@ def setup():
             probe.connect_ex(('192.0.2.1', 9))  # a UDP connect(), which sends nothing (RFC 5737)
             ip, port = probe.getsockname()[0], f' --port {args.port}' * (args.port != 8800)
         print(f'students: python interactive_client.py --host {ip}{port}' if ip != '0.0.0.0'
-              else 'no network address found: is this machine on a network?')
+              else 'no network address found: is this machine on a network?', flush=True)
     if os.name == 'nt':
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     else:  # a client costs a descriptor: lift the soft limit (Linux 1024, macOS 256) to the hard
