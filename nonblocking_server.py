@@ -23,9 +23,7 @@ def main():
             for conn in con_list:
                 try:
                     msg = conn.recv(1024)
-                    # fix: b'' is a client that closed. The chapter replied on, until send()
-                    # raised BrokenPipeError and took the server down.
-                    if not msg: raise ConnectionResetError
+                    if not msg: raise ConnectionResetError  # fix: b'' is a client that closed
                     conn.send(b'my server')
                 except BlockingIOError: pass
                 except OSError:  # fix: reset, broken pipe, a laptop gone: end this client only
