@@ -663,7 +663,10 @@ def main():
                         help=f'idle connections held beside {BUSY} busy ones (the crowd); '
                              '%(default)s by default')
     parser.add_argument('--seconds', type=float, default=1.0,
-                        help='seconds of load per count and slice (three slices each)')
+                        help='seconds of load per count and slice')
+    parser.add_argument('--slices', type=int, default=3,
+                        help='slices per count, the servers taking turns; each row is the median '
+                             'slice (default: 3). More slices, less noise: for --compare')
     parser.add_argument('--quick', action='store_true',
                         help=f'a smoke run, too short to rank the servers: --conns {BUSY} '
                              '--idle 0,300 --seconds 0.5, one slice')
@@ -713,7 +716,11 @@ def main():
         parser.error('--conns takes positive whole numbers separated by commas, --idle whole '
                      'numbers, and --seconds a positive number')
     args.idle = sorted(set(args.idle) | {0})  # the crowd is compared with no crowd
-    args.idle_seconds, args.slices = (0.5, 1) if args.quick else (1, 3)
+    args.idle_seconds = 0.5 if args.quick else 1
+    if args.quick and args.slices == parser.get_default('slices'):
+        args.slices = 1
+    if args.slices < 1:
+        parser.error('--slices takes a whole number, 1 or more')
     if resource:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if nofile != resource.RLIM_INFINITY and max(args.idle) > nofile - 100:
