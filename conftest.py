@@ -4,14 +4,12 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tools'))
-import harness  # noqa: E402
-from harness import SERVERS, TIMEOUT, free_port, reply_rule, resource, usage
+from tools import harness
+from tools.harness import SERVERS, TIMEOUT, free_port, reply_rule, resource, usage
 
 # Children speak UTF-8 whatever the locale, as a Chinese Windows pipe (gbk) would not.
 # As CI has it: no PYTHONIOENCODING, and buffered output unless a test asks otherwise.

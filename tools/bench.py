@@ -19,8 +19,9 @@ import tempfile
 import time
 from html import escape
 
-import harness
-from harness import HERE, SERVERS, free_port, reply_rule, resource, usage
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # run as a script
+from tools import harness  # noqa: E402
+from tools.harness import HERE, SERVERS, free_port, reply_rule, resource, usage  # noqa: E402
 
 MSG = b'abcdefgh' * 8  # 64 bytes, one ping
 BUSY = 16  # busy clients beside the idle crowd

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a script as Windows or macOS would, on Linux, so that the tests reach their branches.
 
-    python emulate.py FEATURE[,FEATURE...] script.py [args...]
+    python tools/emulate.py FEATURE[,FEATURE...] script.py [args...]
 
 Each feature copies one behaviour, as CPython's source and the platforms' documentation give it:
 
