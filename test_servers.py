@@ -1,4 +1,5 @@
 """Run the real scripts as processes and talk to them over real sockets on free ports."""
+import argparse
 import functools
 import io
 import json
@@ -968,6 +969,38 @@ def test_bench_compare_rows_take_turns_with_their_own(quick_bench):
     runs = [server for _, _, server in bench_runs(out.stderr)]
     # idle CPU, the load of 16, and crowds of 50 and 300: one slice each, the two in turn
     assert runs == ['select', 'select@before'] * 4, runs
+
+
+@pytest.mark.skipif(len(getattr(os, 'sched_getaffinity', lambda _: ())(0)) < 2,
+                    reason='pins to one core of two or more, where the platform can (Linux)')
+def test_bench_compare_pins_the_server_to_one_core_and_the_load_to_another(start):
+    server = start.server('select_server.py')
+    cores = os.sched_getaffinity(0)
+
+    def load(*pin):  # what bench.py runs for each slice, against this server
+        out = subprocess.run([sys.executable, str(HERE / 'tools' / 'bench.py'), '--load', 'load:2',
+                              '--server', 'select', '--port', str(server.port), '--pid',
+                              str(server.p.pid), '--seconds', '0.2', '--length', '64', *pin],
+                             capture_output=True, text=True, timeout=60, env=ENV)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)['cpu_us_per_rt'] > 0
+    load()  # make bench's own rows: where the scheduler likes
+    assert os.sched_getaffinity(server.p.pid) == cores
+    load('--pin')  # --compare's
+    assert os.sched_getaffinity(server.p.pid) == {min(cores)}
+
+
+def test_bench_compare_divides_the_cheapest_slice_by_the_cheapest(capsys):
+    from tools import bench
+    slices = [{'cpu_us_per_rt': 9.0, 'round_trips': 50}, {'cpu_us_per_rt': 8.0, 'round_trips': 40},
+              {'cpu_us_per_rt': 1.0, 'round_trips': 0}, {'cpu_us_per_rt': 16.0, 'round_trips': 9}]
+    assert bench.least_per_rt(slices) == 8.0  # a slice with no round trip measured nothing
+    results = {'select': {'cpu_us_per_rt_least': {'load:16': 8.0, 'load:128': 9.0}},
+               'select@base': {'cpu_us_per_rt_least': {'load:16': 10.0, 'load:128': 9.0}}}
+    bench.print_compared(results, argparse.Namespace(conns=[16, 128], idle=[0], slices=4,
+                                                     compare='base'), 16)
+    table = [line.split() for line in capsys.readouterr().out.splitlines()[-2:]]
+    assert table == [['server', '16', 'conns', '128', 'conns'], ['select', '0.800', '1.000']]
 
 
 def test_bench_progress_at_a_terminal_rewrites_one_line():

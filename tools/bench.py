@@ -210,7 +210,18 @@ def measure_idle(port, pid, seconds):
     return {'idle_cpu_pct': None if cpu0 is None else 100 * (cpu1 - cpu0) / (t1 - t0)}
 
 
-def measure_load(socks, pid, seconds, length):
+def cpu_ns(pid):
+    """--compare: a process's CPU seconds from the scheduler's own count, in nanoseconds, where
+    /proc's utime and stime come in ticks of 10 ms, 2 % of a half-second slice. It counts one
+    thread, the first: right for the scripts, which have no other, not for the threads row."""
+    try:
+        with open(f'/proc/{pid}/schedstat') as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return usage(pid)[0]
+
+
+def measure_load(socks, pid, seconds, length, cpu=lambda pid: usage(pid)[0]):
     """Each socket ping-pongs one 64-byte message for the given time."""
     latencies = []
     got = dict.fromkeys(socks, 0)
@@ -218,7 +229,7 @@ def measure_load(socks, pid, seconds, length):
     with selectors.DefaultSelector() as sel:
         for s in socks:
             sel.register(s, selectors.EVENT_READ)
-        cpu0, t0 = usage(pid)[0], time.perf_counter()
+        cpu0, t0 = cpu(pid), time.perf_counter()
         end = t0 + seconds
         for s in socks:
             sent_at[s] = time.perf_counter()
@@ -238,7 +249,7 @@ def measure_load(socks, pid, seconds, length):
                     sent_at[s] = now
                     s.send(MSG)
             now = time.perf_counter()
-        cpu1, t1 = usage(pid)[0], time.perf_counter()
+        cpu1, t1 = cpu(pid), time.perf_counter()
     latencies.sort()
     n = len(latencies)
     cpu = None if cpu0 is None else cpu1 - cpu0
@@ -272,9 +283,21 @@ def open_crowd(port, pid, idle, length):
                   'kib_per_conn': (rss - base) / len(held) if held and base else None}
 
 
+def pin(pid):
+    """--compare: the server on one core, this load on another, each staying there (Linux, two
+    cores or more), so that two rows differ by their code, not by where the scheduler put them.
+    Not for the other rows: it would hold the threads yardstick to one core of two."""
+    cores = sorted(getattr(os, 'sched_getaffinity', lambda _: ())(0))
+    if len(cores) >= 2:
+        os.sched_setaffinity(pid, cores[:1])
+        os.sched_setaffinity(0, cores[1:2])
+
+
 def load_main(args):
     """The load generator: one phase against one running server, JSON on stdout."""
     port, pid, length = args.port, args.pid, args.length
+    if args.pin:
+        pin(pid)
     kind, _, count = args.phase.partition(':')
     if kind == 'idle':
         result = measure_idle(port, pid, args.seconds)
@@ -283,7 +306,8 @@ def load_main(args):
         if len(ping_all(busy, length)) < len(busy):  # each accepted and answered once
             raise SystemExit(f'bench: the {args.server} server did not answer every client')
         crowd, result = open_crowd(port, pid, int(count), length) if kind == 'crowd' else ([], {})
-        result.update(measure_load(busy, pid, args.seconds, length))
+        result.update(measure_load(busy, pid, args.seconds, length,
+                                   **{'cpu': cpu_ns} if args.pin else {}))
         for s in busy + crowd:
             s.close()
     json.dump(result, sys.stdout)
@@ -291,7 +315,7 @@ def load_main(args):
 
 # ---- running the whole benchmark ------------------------------------------------------------
 
-def run_phase(name, row, phase, seconds):
+def run_phase(name, row, phase, seconds, pinned=False):
     """Start a fresh server, drive one phase from a separate process, stop the server."""
     port = free_port()
     with tempfile.TemporaryFile() as err:
@@ -306,7 +330,7 @@ def run_phase(name, row, phase, seconds):
             load = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), '--load', phase, '--server', name,
                  '--port', str(port), '--pid', str(server.pid), '--seconds', str(seconds),
-                 '--length', str(len(reply_rule(row.rule, MSG)))],
+                 '--length', str(len(reply_rule(row.rule, MSG))), *['--pin'] * pinned],
                 stdout=subprocess.PIPE, timeout=300)
             if load.returncode:
                 raise SystemExit(f'bench: the load generator failed against the {name} server')
@@ -342,9 +366,11 @@ def plan(args):
 
 def run_all(args, progress):
     slices = {}
+    compared = {original(name) for name in args.rows if '@' in name}
     for run in plan(args):
         with progress.step(run):
-            result = run_phase(run.name, args.rows[run.name], run.phase, run.seconds)
+            result = run_phase(run.name, args.rows[run.name], run.phase, run.seconds,
+                               pinned=original(run.name) in compared)
         slices.setdefault((run.name, run.phase), []).append(result)
     # Of each phase's slices, keep the whole slice whose CPU per round trip is the median: a
     # noisy moment on a shared machine then moves one slice, not the result, and a row never
@@ -352,12 +378,20 @@ def run_all(args, progress):
     picked = {key: median_slice(found) for key, found in slices.items() if key[1] != 'idle'}
     results = {name: {} for name in args.rows}
     for name, r in results.items():
+        # --compare's figure: the least CPU per round trip of any slice (see print_compared).
+        r['cpu_us_per_rt_least'] = {phase: least_per_rt(found) for (row, phase), found in
+                                    slices.items() if row == name and phase != 'idle'}
         r.update(slices.get((name, 'idle'), [{}])[0])
         r['loads'] = [picked[name, f'load:{n}'] for n in args.conns]
         if (name, 'idle') in slices:
             r['crowd'] = [picked.get((name, f'crowd:{n}')) or
                           dict(picked[name, f'load:{BUSY}'], idle=0, asked=0) for n in args.idle]
     return results
+
+
+def least_per_rt(slices):
+    found = [s['cpu_us_per_rt'] for s in slices if s['round_trips']]
+    return None if None in found or not found else min(found)
 
 
 def median_slice(slices):
@@ -493,6 +527,34 @@ def print_tables(results, args):
                   f'{cpu_cells(r, run, base)} {fmt(us and own and us / own, ".2f"):>10}')
     print()
     print_chart(crowds, w)
+    if args.compare:
+        print()
+        print_compared(results, args, w)
+
+
+def print_compared(results, args, w):
+    """--compare: each row's CPU per round trip over its copy's, phase by phase, the figure to
+    judge a change by. Of each row's slices it takes the one that cost least: on a shared
+    machine the other tenants only ever add to a slice's CPU (beside a busy neighbour a slice
+    cost up to twice the cheapest), so the cheapest is the nearest to what the code itself
+    costs, as with timeit's min(). With the server pinned and its CPU counted in nanoseconds,
+    --compare . gave 0.998 to 1.010 (20 slices of 0.5 s, 16 and 128 connections, two runs),
+    where the median slice, unpinned, in ticks, gave 0.88 to 1.11."""
+    pairs = [(name, there) for there in results for name in results if
+             '@' in there and original(there) == name]
+    phases = [(f'load:{n}', f'{n} conns') for n in args.conns] + [
+        (f'crowd:{n}', f'{n:,} idle') for n in args.idle if n]
+    phases = [(key, head) for key, head in phases
+              if any(key in results[name]['cpu_us_per_rt_least'] for name, _ in pairs)]
+    print(f'CPU µs per round trip, this folder\'s script over the one in {args.compare}: the '
+          f'cheapest of {args.slices} slices\nover the cheapest of {args.slices}, each server '
+          f'pinned to one core and the load to another')
+    print(f'{"server":{w}} ' + ' '.join(f'{head:>10}' for _, head in phases))
+    for name, there in pairs:
+        here, then = results[name]['cpu_us_per_rt_least'], results[there]['cpu_us_per_rt_least']
+        print(f'{name:{w}} ' + ' '.join(
+            f'{fmt(here.get(key) and then.get(key) and here[key] / then[key], ".3f"):>10}'
+            for key, _ in phases))
 
 
 def print_chart(results, w, width=50):
@@ -687,6 +749,7 @@ def main():
     parser.add_argument('--server', help=argparse.SUPPRESS)
     for hidden in ('--port', '--pid', '--length'):
         parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--pin', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if resource:  # room for 10,000 connections, in us and in the servers we start
