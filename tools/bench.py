@@ -210,18 +210,23 @@ def measure_idle(port, pid, seconds):
     return {'idle_cpu_pct': None if cpu0 is None else 100 * (cpu1 - cpu0) / (t1 - t0)}
 
 
+def cpu_ticks(pid):
+    """A process's CPU seconds, all its threads, from /proc's utime and stime: ticks of 10 ms."""
+    return usage(pid)[0]
+
+
 def cpu_ns(pid):
-    """--compare: a process's CPU seconds from the scheduler's own count, in nanoseconds, where
-    /proc's utime and stime come in ticks of 10 ms, 2 % of a half-second slice. It counts one
-    thread, the first: right for the scripts, which have no other, not for the threads row."""
+    """--compare: a process's CPU seconds as the scheduler counts them, in nanoseconds (a tick
+    is 2 % of a half-second slice). It counts one thread, the first: right for the scripts,
+    which have no other, not for the threads row."""
     try:
         with open(f'/proc/{pid}/schedstat') as f:
             return int(f.read().split()[0]) / 1e9
     except (OSError, ValueError, IndexError):
-        return usage(pid)[0]
+        return cpu_ticks(pid)
 
 
-def measure_load(socks, pid, seconds, length, cpu=lambda pid: usage(pid)[0]):
+def measure_load(socks, pid, seconds, length, cpu=cpu_ticks):
     """Each socket ping-pongs one 64-byte message for the given time."""
     latencies = []
     got = dict.fromkeys(socks, 0)
@@ -307,7 +312,7 @@ def load_main(args):
             raise SystemExit(f'bench: the {args.server} server did not answer every client')
         crowd, result = open_crowd(port, pid, int(count), length) if kind == 'crowd' else ([], {})
         result.update(measure_load(busy, pid, args.seconds, length,
-                                   **{'cpu': cpu_ns} if args.pin else {}))
+                                   cpu=cpu_ns if args.pin else cpu_ticks))
         for s in busy + crowd:
             s.close()
     json.dump(result, sys.stdout)
@@ -391,7 +396,7 @@ def run_all(args, progress):
 
 def least_per_rt(slices):
     found = [s['cpu_us_per_rt'] for s in slices if s['round_trips']]
-    return None if None in found or not found else min(found)
+    return None if not found or None in found else min(found)
 
 
 def median_slice(slices):
