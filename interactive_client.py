@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """The select and selectors sections' client: send each line typed at '>>:' and print the reply."""
 import socket
-import argparse, contextlib, os, signal, sys  # for the plumbing below the lesson
+import argparse, os, signal, sys  # for the plumbing below the lesson
 
 
 def main():
     args = setup()
     client = socket.socket()
-    with connecting(client, args):  # fix: no server, or a wrong address: one line, no traceback
+    try:  # fix: no server, or a wrong address: one line within 5 s (see setup), not a traceback
         client.connect((args.host, args.port))
+    except OSError as e:
+        sys.exit(f'cannot connect to {args.host}:{args.port}: {e.strerror or e}')
     while True:
         msg = input('>>:')
         if not msg: continue
@@ -27,32 +29,27 @@ QUIET, FIRST = 0.2, 5  # FIRST: seconds to wait for a reply to begin
 
 
 def setup():
-    """Read the command line; let input() take a long line; on Windows, let Ctrl+Break stop us."""
+    """Read the command line; give up on a silent server in 5 s; let input() take a long line;
+    on Windows, let Ctrl+Break stop us."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1',
                         help="the server's address, or its name (default: %(default)s)")
     parser.add_argument('--port', type=int, default=8800,
                         help="the server's TCP port (default: %(default)s)")
     args = parser.parse_args()
+    if not 0 <= args.port <= 65535:
+        parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
+    socket.setdefaulttimeout(5)  # a machine that does not answer: 5 s, not the system's minutes
     # A terminal keeps at most 4,095 bytes of a line for input(); readline takes the whole of a
     # long paste, and lets the arrow keys edit and recall lines. Windows' console does that itself.
-    with contextlib.suppress(ImportError): import readline  # noqa: F401, E701
+    try:
+        import readline  # noqa: F401
+    except ImportError:
+        pass
     sys.stdout.reconfigure(errors='replace', line_buffering=True)  # watched as it happens
     if os.name == 'nt':  # Ctrl+Break stops us as Ctrl-C does
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     return args
-
-
-@contextlib.contextmanager
-def connecting(client, args):
-    """No server, or a wrong address: one line and exit status 1, not a traceback; and within
-    5 seconds, not the minutes the system would wait for a machine that does not answer."""
-    client.settimeout(5)
-    try:
-        yield
-    except (OSError, OverflowError) as e:
-        sys.exit(f'cannot connect to {args.host}:{args.port}: {getattr(e, "strerror", 0) or e}')
-    client.settimeout(None)
 
 
 def recv_reply(client):
