@@ -5,6 +5,7 @@ import re
 import socket
 import subprocess
 import time
+import unicodedata
 
 import pytest
 
@@ -134,6 +135,11 @@ def recv_until_eof(sock, within=30):
             return b''.join(chunks)
         chunks.append(chunk)
         assert time.monotonic() < deadline, f'no end after {sum(map(len, chunks)):,} bytes'
+
+
+def columns(line):
+    """How many columns a terminal gives a line: East Asian wide and full-width characters two."""
+    return sum(2 if unicodedata.east_asian_width(c) in 'WF' else 1 for c in line)
 
 
 def peer(sock):

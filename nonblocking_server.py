@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Non-blocking IO in a busy loop, without pause: reply b'my server' to every chunk received."""
 import socket
-import argparse, contextlib, os, signal, sys, time  # for the plumbing below the lesson
+import argparse, errno, os, signal, sys, time  # for the plumbing below the lesson
 
 
 def main():
@@ -15,6 +15,7 @@ def main():
     rm_list = []
     # The busy loop is the lesson: it never sleeps, so it burns a core even when idle.
     while True:
+        if args.trace: trace(con_list)  # --trace: once a second, how many passes, who came, went
         try:
             conn, addr = server.accept()
             conn.setblocking(False)  # fix: accept() hands back a blocking socket on Linux
@@ -38,8 +39,12 @@ def main():
 
 # ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 
+loop = {'passes': 0, 'since': time.monotonic()}  # trace()'s memory: passes since when
+names = {}  # trace()'s: each conn in con_list at its last line -> 'ip:port'
+
 def setup():
-    """Read the command line; lift the file limit; let Ctrl+Break stop us as Ctrl-C does."""
+    """Read the command line; say a port in use in one line; tell a class where to connect;
+    lift the file limit; let Ctrl+Break stop us as Ctrl-C does."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1', help='the address to listen on; '
                         '0.0.0.0: every address, for a class (default: %(default)s)')
@@ -47,62 +52,71 @@ def setup():
     parser.add_argument('--trace', action='store_true',
                         help='say on stderr, once a second, how many passes the loop made')
     args = parser.parse_args()
-    if args.host == '0.0.0.0':  # for a class: the command for students, with the address of our
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # default route, found by
-            probe.connect_ex(('192.0.2.1', 9))  # a UDP connect(), which sends nothing (RFC 5737)
-            ip, port = probe.getsockname()[0], f' --port {args.port}' * (args.port != 8800)
-        print(f'students: python interactive_client.py --host {ip}{port}' if ip != '0.0.0.0'
-              else 'no network address found: is this machine on a network?', flush=True)
+    if not 0 <= args.port <= 65535:
+        parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
+    with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
+        if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as e:
+            hint = ': is another server still running?' if e.errno == errno.EADDRINUSE else ''
+            sys.exit(f'cannot listen on {args.host}:{args.port}: {e.strerror}{hint}')
+    if args.host == '0.0.0.0':
+        print('\n'.join(students(args.port)), flush=True)
     if os.name == 'nt':
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     else:  # a client costs a descriptor: lift the soft limit (Linux 1024, macOS 256) to the hard
         import resource
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        with contextlib.suppress(ValueError, OSError):  # macOS: "unlimited" means 10240
+        try:  # macOS: "unlimited" means 10240
             resource.setrlimit(resource.RLIMIT_NOFILE, (
                 10240 if hard == resource.RLIM_INFINITY else hard, hard))
-    if args.trace:
-        Trace()
+        except (ValueError, OSError):
+            pass
     return args
 
-class Trace:
-    """--trace: the loop never sleeps, so once a second one line on stderr counts its passes, and
-    what the few that found something did. It wraps the socket calls that the loop makes: the
-    lesson has no trace calls, and without --trace nothing is wrapped."""
-    def __init__(self):
-        self.names, self.since = {}, time.monotonic()  # socket -> 'ip:port'
-        self.passes, self.data, self.new, self.closed = 0, 0, [], []
-        accept, recv, close = socket.socket.accept, socket.socket.recv, socket.socket.close
+def students(port):
+    """The command for students at each IPv4 address of ours, the default route's first: a UDP
+    connect() sends nothing, but finds our address on the way to anywhere (RFC 5737), or to
+    each private range. Loopback and link-local addresses are no use to a laptop."""
+    found = []
+    for there in ('192.0.2.1', '10.0.0.1', '172.16.0.1', '192.168.0.1'):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            if probe.connect_ex((there, 9)) == 0:
+                found.append(probe.getsockname()[0])
+    try:
+        found += socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:
+        pass
+    port = '' if port == 8800 else f' --port {port}'
+    lines = [f'students: python interactive_client.py --host {ip}{port}' for ip in found
+             if not ip.startswith(('127.', '169.254.', '0.'))]
+    lines = [line for i, line in enumerate(lines) if line not in lines[:i]]  # once each
+    return lines or ['no network address found: is this machine on a network?']
 
-        def traced_accept(sock):  # once a pass: count it, and once a second, say what it did
-            self.passes += 1
-            if time.monotonic() - self.since >= 1:
-                self.say()
-            conn, addr = accept(sock)  # BlockingIOError: no one new
-            self.names[conn] = '%s:%s' % addr[:2]
-            self.new.append(self.names[conn])
-            return conn, addr
+def trace(con_list):
+    """--trace: the loop never sleeps, so count its passes, and once a second say on stderr how
+    many it made, and who came and went meanwhile."""
+    loop['passes'] += 1
+    seconds = time.monotonic() - loop['since']
+    if seconds < 1:
+        return
+    new = [c for c in con_list if c not in names]
+    gone = [c for c in names if c not in con_list]
+    for c in new:
+        names[c] = peer(c)
+    print(f'{seconds:.2f} s: {loop["passes"]:,} passes, {len(con_list)} connected; new: '
+          + (', '.join(names[c] for c in new) or 'none') + '; closed: '
+          + (', '.join(names.pop(c) for c in gone) or 'none'), file=sys.stderr, flush=True)
+    loop['passes'] = 0
+    loop['since'] = time.monotonic()
 
-        def traced_recv(sock, *args):
-            data = recv(sock, *args)  # BlockingIOError: nothing came
-            self.data += bool(data)
-            return data
-
-        def traced_close(sock):
-            if sock in self.names:
-                self.closed.append(self.names.pop(sock))
-            close(sock)
-        socket.socket.accept, socket.socket.recv = traced_accept, traced_recv
-        socket.socket.close = traced_close
-
-    def say(self):
-        now = time.monotonic()
-        new = f' ({", ".join(self.new)})' if self.new else ''
-        closed = f' ({", ".join(self.closed)})' if self.closed else ''
-        print(f'{now - self.since:.2f} s: {self.passes:,} passes, {self.data} with data, '
-              f'{len(self.new)} new{new}, {len(self.closed)} closed{closed}',
-              file=sys.stderr, flush=True)
-        self.since, self.passes, self.data, self.new, self.closed = now, 0, 0, [], []
+def peer(conn):
+    """A connection's name in the trace: the client's ip:port, or '?' if it has gone already."""
+    try:
+        return '%s:%s' % conn.getpeername()[:2]
+    except OSError:
+        return '?'
 
 if __name__ == '__main__':
     try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Multiplexed IO with select.select(): reply with the received text upper-cased."""
 import socket, select
-import argparse, codecs, contextlib, os, signal, sys, time  # for the plumbing below
+import argparse, codecs, errno, os, signal, sys, time, unicodedata  # for the plumbing below
 
 
 def main():
@@ -13,10 +13,9 @@ def main():
     server.setblocking(False)  # 設置為非阻塞
     print('server is start ......')
     rlist = [server, ]  # 讀列表,初始只有server
-    wlist = []  # 寫列表. fix: the conns whose reply waits, not read until it is sent
+    wlist = []  # 寫列表. fix: the conns whose reply waits in outbuf; not read till it is sent
     xlist = []  # 異常列表
-    send = sender(rlist, wlist)  # fix: conn.send() may take only part of a reply: see sender
-    decoders = {}  # fix: descriptor -> its UTF-8 decoder, for a character split between recv()s
+    outbuf = {}  # fix: conn -> the part of its reply that conn.send() could not take yet
     while True:
         rl, wl, xl = select.select(rlist, wlist, xlist, TIMEOUT)  # fix: see TIMEOUT
         # print('rlist:', rlist)
@@ -28,140 +27,194 @@ def main():
                     continue
                 if server_full(conn, addr, len(rlist) + len(wlist)): continue  # fix: see WALL
                 conn.setblocking(False)  # fix: accept() hands back a blocking socket on Linux
-                decoders[conn.fileno()] = codecs.getincrementaldecoder('utf-8')('surrogateescape')
                 rlist.append(conn)  #
             else:  # 如果是conn,則收發數據
                 try:
                     conn = sk
                     msg = conn.recv(1024)  # fix: bytes first, decoded below
-                    if not msg:  # 客戶端關閉則刪除conn(linux)
-                        conn.close()
-                        rlist.remove(conn)  # fix: the chapter said rlist.remove(sock)
-                        continue
-                    msg = decoders[conn.fileno()].decode(msg)  # fix: keeps a split character
-                    print(f'接收消息: {shown(msg)}')  # fix: escaped, cut to a line (see shown)
-                    send(conn, msg.upper().encode('utf-8', 'surrogateescape'))
-                except BrokenPipeError: raise  # fix: from print(): our stdout is gone, not conn
-                except OSError:  # 客戶端關閉則刪除conn(windows). fix: any socket error
+                except OSError:  # 客戶端關閉則刪除conn(windows). fix: any socket error, and
+                    msg = b''  # fix: it ends conn as a close does, with print() out of the try
+                if not msg:  # 客戶端關閉則刪除conn(linux)
                     conn.close()
+                    rlist.remove(conn)  # fix: the chapter said rlist.remove(sock)
+                    continue
+                msg = decode(conn, msg)  # fix: a character split between recv()s waits for its rest
+                print(f'接收消息: {shown(msg)}')  # fix: escaped, on one short line (see shown)
+                outbuf[conn] = msg.upper().encode('utf-8', 'surrogateescape')  # fix: see send
+                if not send(conn, outbuf):  # fix: the rest waits: conn leaves rlist for wlist
                     rlist.remove(conn)
-        for conn in wl:  # fix: the socket takes more now: send the rest of its reply
-            send(conn)
+                    wlist.append(conn)
+        for conn in wl:  # fix: conn takes more now: the rest of its reply
+            if send(conn, outbuf):  # all sent at last: read conn again
+                wlist.remove(conn)
+                rlist.append(conn)
+        if args.trace: trace(rl, wl, rlist, wlist, outbuf)  # --trace: what select() said, and did
 
 # ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 
 # Windows: Ctrl-C waits till select() returns (see README); select() watches 512 sockets a list.
 TIMEOUT, WALL = (0.5, 512) if os.name == 'nt' else (None, 1024)  # Elsewhere: descriptors < 1024
+WIDTH = 80 - 10  # the columns for a client's text: a projector's 80, less '接收消息: '
+ESCAPED = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(127, 160), *range(0xDC80, 0xDD00)]}
+pending = {}  # decode()'s memory: conn -> the start of a character that its recv() cut
+refused = {}  # server_full()'s: each conn told so -> when; kept open till it has read it
+names = {}  # trace()'s: conn -> 'ip:port', kept for the line that says it closed
 
 def setup():
-    """Read the command line; lift the file limit; let Ctrl+Break stop us as Ctrl-C does."""
+    """Read the command line; say a port in use in one line; tell a class where to connect;
+    lift the file limit; let Ctrl+Break stop us as Ctrl-C does."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1', help='the address to listen on; '
                         '0.0.0.0: every address, for a class (default: %(default)s)')
     parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
     parser.add_argument('--trace', action='store_true', help='say what each select() woke us for')
     args = parser.parse_args()
-    if args.host == '0.0.0.0':  # for a class: the command for students, with the address of our
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # default route, found
-            probe.connect_ex(('192.0.2.1', 9))  # by a UDP connect(), which sends nothing (RFC 5737)
-            ip, port = probe.getsockname()[0], f' --port {args.port}' * (args.port != 8800)
-        print(f'students: python interactive_client.py --host {ip}{port}' if ip != '0.0.0.0'
-              else 'no network address found: is this machine on a network?', flush=True)
+    if not 0 <= args.port <= 65535:
+        parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
+    with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
+        if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as e:
+            hint = ': is another server still running?' if e.errno == errno.EADDRINUSE else ''
+            sys.exit(f'cannot listen on {args.host}:{args.port}: {e.strerror}{hint}')
+    if args.host == '0.0.0.0':
+        print('\n'.join(students(args.port)), flush=True)
     if os.name == 'nt':
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     else:  # a client costs a descriptor: lift the soft limit (Linux 1024, macOS 256) to the hard
         import resource
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        with contextlib.suppress(ValueError, OSError):  # macOS: "unlimited" means 10240
+        try:  # macOS: "unlimited" means 10240
             resource.setrlimit(resource.RLIMIT_NOFILE, (
                 10240 if hard == resource.RLIM_INFINITY else hard, hard))
-    if args.trace:
-        Trace()
+        except (ValueError, OSError):
+            pass
     return args
 
-def sender(rlist, wlist):
-    """Return send(conn, data): what the socket can't take now waits, and conn moves from rlist
-    to wlist till it is sent, so a client that does not read costs us one reply, no more."""
-    outbuf = {}  # conn -> the part of its reply that the socket could not take yet
-    def send(conn, data=b''):  # send(conn): what waits
-        data = outbuf.pop(conn) + data if conn in outbuf else data
-        try:
-            sent = conn.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:  # gone: back to rlist, where the lesson's recv() finds out and closes it
-            sent = len(data)
-        if sent < len(data):
-            outbuf[conn] = data[sent:]
-            if conn in rlist:  # the rest waits: watch conn for writing, and read it no more
-                rlist.remove(conn), wlist.append(conn)
-        elif conn in wlist:  # all sent at last: read it again
-            wlist.remove(conn), rlist.append(conn)
-    return send
+def students(port):
+    """The command for students at each IPv4 address of ours, the default route's first: a UDP
+    connect() sends nothing, but finds our address on the way to anywhere (RFC 5737), or to
+    each private range. Loopback and link-local addresses are no use to a laptop."""
+    found = []
+    for there in ('192.0.2.1', '10.0.0.1', '172.16.0.1', '192.168.0.1'):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            if probe.connect_ex((there, 9)) == 0:
+                found.append(probe.getsockname()[0])
+    try:
+        found += socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:
+        pass
+    port = '' if port == 8800 else f' --port {port}'
+    lines = [f'students: python interactive_client.py --host {ip}{port}' for ip in found
+             if not ip.startswith(('127.', '169.254.', '0.'))]
+    lines = [line for i, line in enumerate(lines) if line not in lines[:i]]  # once each
+    return lines or ['no network address found: is this machine on a network?']
 
-def shown(text, escaped={c: repr(chr(c))[1:-1] for c in [
-        *range(32), *range(127, 160), *range(0xDC80, 0xDD00)] if c != 9}):  # bytes not UTF-8
-    """A client's text as a projected terminal should show it: control characters escaped, so
-    that \\x1b[2J can't clear our screen (CWE-150), on one line of at most 200 characters."""
-    if len(text) > 194 or not text.isprintable():
-        size = f'… ({len(text.encode("utf-8", "surrogateescape")):,} bytes)'
-        text = text.translate(escaped)
-        text = text if len(text) <= 194 else text[:194 - len(size)] + size
+def decode(conn, msg):
+    """msg as text; a character cut at its end waits in pending for its rest. Bytes that are not
+    UTF-8 stay as they are, so that the reply gives them back unchanged."""
+    if conn in pending:
+        msg = pending.pop(conn) + msg
+    text, used = codecs.utf_8_decode(msg, 'surrogateescape', False)
+    if used < len(msg):
+        for gone in [c for c in pending if c.fileno() < 0]:  # closed meanwhile: forget them
+            del pending[gone]
+        pending[conn] = msg[used:]
     return text
 
-def server_full(conn, addr, watched, said=[0]):  # said: when we last said so, kept between calls
-    """Past select()'s wall, select() would raise ValueError on every call: tell this client so
-    in one line, close it, and serve the rest."""
-    if (watched if os.name == 'nt' else conn.fileno()) < WALL:
+def send(conn, outbuf):
+    """conn.send() what waits in outbuf[conn], and keep there what the socket can't take now.
+    True once all has gone, or conn has (the next recv() finds that out, and closes it)."""
+    try:
+        sent = conn.send(outbuf[conn])
+    except BlockingIOError:
         return False
-    why = f'server full: select() watches at most {WALL:,} sockets'
-    with contextlib.suppress(OSError):
-        conn.send(why.encode() + b'\n')
-    conn.close()
-    if time.monotonic() - said[0] >= 1:  # our own note: under a flood, one a second
-        said[0] = time.monotonic()
-        print('refused %s:%s: ' % addr[:2] + why, file=sys.stderr, flush=True)
+    except OSError:
+        sent = len(outbuf[conn])
+    if sent < len(outbuf[conn]):
+        outbuf[conn] = outbuf[conn][sent:]
+        return False
+    del outbuf[conn]
     return True
 
-class Trace:
-    """--trace: after each select(), what it reported and what the loop did with each socket. It
-    wraps select() and the socket calls: the lesson has no trace calls, and pays nothing."""
-    def __init__(self):
-        self.names, self.did, self.woke = {}, {}, None  # socket -> ip:port; -> what we did
-        for owner, name in ((select, 'select'), (socket.socket, 'accept'),
-                            (socket.socket, 'recv'), (socket.socket, 'send')):
-            setattr(owner, name, self.wrap(name, getattr(owner, name)))
+def shown(text):
+    """A client's text as a projector should show it: control characters escaped, so that
+    \\x1b[2J can't clear our screen (CWE-150), in one row of 80 columns, where a Chinese
+    character takes two; cut to that, with its size."""
+    if len(text) <= WIDTH and text.isascii() and text.isprintable():
+        return text  # the usual line
+    size = f'… ({len(text.encode("utf-8", "surrogateescape")):,} bytes)'
+    text = text.translate(ESCAPED)
+    widths = [2 if unicodedata.east_asian_width(c) in 'WF' else 1 for c in text[:WIDTH + 1]]
+    if sum(widths) <= WIDTH:
+        return text
+    while sum(widths) > WIDTH - len(size):
+        widths.pop()
+    return text[:len(widths)] + size
 
-    def wrap(self, name, real):
-        def traced(sock, *args):  # for select(), sock is rlist
-            if name == 'select':
-                self.say()  # about to wait: the wake-up before this one is over
-            result = None  # if the call raises
-            try:
-                result = real(sock, *args)
-                return result
-            finally:
-                if name == 'select':
-                    self.woke = f'select(rlist={len(sock)}, wlist={len(args[0])})', result
-                elif name == 'accept' and result:
-                    self.names[result[0]] = '%s:%s' % result[1][:2]
-                    self.did.setdefault(sock, []).append('accepted ' + self.names[result[0]])
-                elif name == 'recv' and result is not None:
-                    self.did.setdefault(sock, []).append(f'read {len(result):,}')
-                elif name == 'send':
-                    sent, size = result or 0, len(args[0])
-                    waiting = f', {size - sent:,} waiting' if sent < size else ''
-                    self.did.setdefault(sock, []).append(f'sent {sent:,}{waiting}')
-        return traced
+def server_full(conn, addr, watched):
+    """Past select()'s wall, select() would raise ValueError on every call: tell this client so
+    in one line, and serve the rest."""
+    if (watched if os.name == 'nt' else conn.fileno()) < WALL:
+        close_told(0)  # one served: and those told, once they have gone, are closed
+        return False
+    close_told(10)  # past the wall, a flood: only those told 10 s ago
+    why = f'server full: select() watches at most {WALL:,} sockets'
+    if not refused:  # our own note: one for a flood of them, not one each
+        print('refused %s:%s: ' % addr[:2] + why, file=sys.stderr, flush=True)
+    conn.setblocking(False)
+    refused[conn] = time.monotonic()
+    try:
+        conn.send(why.encode() + b'\n')
+        conn.shutdown(socket.SHUT_WR)  # our line, then the end; its close: see close_told
+    except OSError:
+        pass
+    return True
 
-    def say(self):
-        if self.woke and any(self.woke[1]):  # not our own timeout (Windows)
-            head, (rl, wl, _) = self.woke
-            print(head, '->', '; '.join(f'{kind}: {self.names.get(sk, "server")} -> ' + ', '.join(
-                self.did.pop(sk, []) + ['closed'] * (sk.fileno() < 0)) for kind, ready in
-                (('readable', rl), ('writable', wl)) for sk in ready), file=sys.stderr, flush=True)
-            self.did.clear()
-            self.names = {sk: name for sk, name in self.names.items() if sk.fileno() >= 0}
+def close_told(older_than):
+    """Close each client told so over older_than seconds ago, once it has gone, or after 10 s.
+    Closed at once, with its line unread, its socket would send a reset, which may come first."""
+    for told in list(refused):  # the oldest first
+        age = time.monotonic() - refused[told]
+        if age < older_than:
+            break
+        try:
+            if told.recv(65536) and age < 10: continue  # its line, dropped
+        except BlockingIOError:
+            if age < 10: continue
+        except OSError:
+            pass
+        told.close()
+        del refused[told]
+
+def trace(rl, wl, rlist, wlist, outbuf):
+    """--trace: on stderr, one line a wake-up: what select() reported, and what became of it."""
+    said = []
+    for sk in rl + wl:
+        kind = 'readable' if sk in rl else 'writable'
+        if sk is rlist[0]:  # the chapter's server: who joined
+            new = [c for c in rlist + wlist if c not in names and c is not sk]
+            for c in new:
+                names[c] = peer(c)
+            said.append(f'{kind}: server -> accepted ' + (', '.join(map(names.get, new)) or '0'))
+        elif sk.fileno() < 0:
+            said.append(f'{kind}: {names.pop(sk, "?")} -> closed')
+        elif sk in outbuf:
+            said.append(f'{kind}: {names.get(sk)} -> {len(outbuf[sk]):,} bytes wait, in wlist')
+        else:
+            did = 'replied' if kind == 'readable' else 'the rest sent, back in rlist'
+            said.append(f'{kind}: {names.get(sk)} -> {did}')
+    if said:  # not our own timeout (Windows)
+        print(f'select() -> {"; ".join(said)} (now rlist={len(rlist)}, wlist={len(wlist)})',
+              file=sys.stderr, flush=True)
+
+def peer(conn):
+    """A connection's name in the trace: the client's ip:port, or '?' if it has gone already."""
+    try:
+        return '%s:%s' % conn.getpeername()[:2]
+    except OSError:
+        return '?'
 
 if __name__ == '__main__':
     try:

@@ -2,7 +2,7 @@
 """Multiplexing with selectors (epoll where there is one): reply data.upper() + b'_SB'."""
 import selectors
 import socket
-import argparse, contextlib, os, signal, sys, time  # for the plumbing below the lesson
+import argparse, errno, os, signal, sys, time  # for the plumbing below the lesson
 
 
 def main():
@@ -13,7 +13,7 @@ def main():
     sock.listen(1024)  # fix: the chapter's listen(5) drops connects when a class joins at once
     sock.setblocking(False)
     sel = selectors.DefaultSelector()  # 生成select實例對象
-    outbuf = {}  # fix: conn -> the rest of its reply, which the socket could not take yet
+    outbuf = {}  # fix: conn -> the part of its reply that conn.send() could not take yet
 
     def read(conn, mask):
         try:
@@ -23,19 +23,16 @@ def main():
                 sel.unregister(conn)
                 conn.close()
                 return
-            write(conn, mask, data.upper() + b'_SB')  # fix: what the socket can't take waits
+            outbuf[conn] = data.upper() + b'_SB'  # fix: it waits there till conn takes it: see send
+            if not send(conn, outbuf):  # fix: the rest waits: watch conn for writing, not reading
+                sel.modify(conn, selectors.EVENT_WRITE, write)
         except Exception:
             print('closing', conn)
             sel.unregister(conn)  # 取消注冊
             conn.close()  # 關閉連接
 
-    def write(conn, mask, data=b''):  # fix: the rest of a reply waits for EVENT_WRITE
-        data = outbuf.pop(conn) + data if conn in outbuf else data
-        sent = send(conn, data)  # what the socket takes now: see send
-        if sent < len(data):  # not read meanwhile: a client that does not read costs one reply
-            outbuf[conn] = data[sent:]
-            sel.modify(conn, selectors.EVENT_WRITE, write)
-        elif mask == selectors.EVENT_WRITE:  # all sent at last: read again
+    def write(conn, mask):  # fix: conn takes more now: the rest of its reply
+        if send(conn, outbuf):  # all sent at last: read conn again
             sel.modify(conn, selectors.EVENT_READ, read)
 
     def accept(sock, mask):
@@ -64,104 +61,148 @@ def main():
             # 獲取函數內存地址,加入參數
             # key.fileobj = 文件句柄
             callback(key.fileobj, mask)
+        if args.trace: trace(events, sel, outbuf)  # --trace: what sel.select() said, and did
 
 # ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 
 # Windows: Ctrl-C waits till select() returns (see README); select() watches 512 sockets a list.
 TIMEOUT, WALL = (1, 512) if os.name == 'nt' else (None, 1024)  # Elsewhere: descriptors < 1024
+refused = {}  # server_full()'s: each conn told so -> when; kept open till it has read it
+names = {}  # trace()'s: conn -> 'ip:port', kept for the line that says it closed
 
 def setup():
-    """Read the command line; lift the file limit; let Ctrl-C and Ctrl+Break through on Windows."""
+    """Read the command line; say a port in use in one line; tell a class where to connect;
+    lift the file limit; let Ctrl+Break stop us as Ctrl-C does."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1', help='the address to listen on; '
                         '0.0.0.0: every address, for a class (default: %(default)s)')
     parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
-    parser.add_argument('--trace', action='store_true', help='say what each select() woke us for')
+    parser.add_argument('--trace', action='store_true', help='say what each sel.select() woke us for')
     args = parser.parse_args()
-    if args.host == '0.0.0.0':  # for a class: the command for students, with the address of our
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # default route, found by
-            probe.connect_ex(('192.0.2.1', 9))  # a UDP connect(), which sends nothing (RFC 5737)
-            ip, port = probe.getsockname()[0], f' --port {args.port}' * (args.port != 8800)
-        print(f'students: python interactive_client.py --host {ip}{port}' if ip != '0.0.0.0'
-              else 'no network address found: is this machine on a network?', flush=True)
+    if not 0 <= args.port <= 65535:
+        parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
+    with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
+        if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as e:
+            hint = ': is another server still running?' if e.errno == errno.EADDRINUSE else ''
+            sys.exit(f'cannot listen on {args.host}:{args.port}: {e.strerror}{hint}')
+    if args.host == '0.0.0.0':
+        print('\n'.join(students(args.port)), flush=True)
     if os.name == 'nt':
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     else:  # a client costs a descriptor: lift the soft limit (Linux 1024, macOS 256) to the hard
         import resource
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        with contextlib.suppress(ValueError, OSError):  # macOS: "unlimited" means 10240
+        try:  # macOS: "unlimited" means 10240
             resource.setrlimit(resource.RLIMIT_NOFILE, (
                 10240 if hard == resource.RLIM_INFINITY else hard, hard))
-    if args.trace:
-        Trace()
+        except (ValueError, OSError):
+            pass
     return args
 
-def send(conn, data):
-    """conn.send(), but 0 if the socket takes nothing now; all if it is gone (read() closes it)."""
+def students(port):
+    """The command for students at each IPv4 address of ours, the default route's first: a UDP
+    connect() sends nothing, but finds our address on the way to anywhere (RFC 5737), or to
+    each private range. Loopback and link-local addresses are no use to a laptop."""
+    found = []
+    for there in ('192.0.2.1', '10.0.0.1', '172.16.0.1', '192.168.0.1'):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            if probe.connect_ex((there, 9)) == 0:
+                found.append(probe.getsockname()[0])
     try:
-        return conn.send(data)
-    except BlockingIOError:
-        return 0
+        found += socket.gethostbyname_ex(socket.gethostname())[2]
     except OSError:
-        return len(data)
+        pass
+    port = '' if port == 8800 else f' --port {port}'
+    lines = [f'students: python interactive_client.py --host {ip}{port}' for ip in found
+             if not ip.startswith(('127.', '169.254.', '0.'))]
+    lines = [line for i, line in enumerate(lines) if line not in lines[:i]]  # once each
+    return lines or ['no network address found: is this machine on a network?']
 
-def server_full(sel, conn, addr, said=[0]):  # said: when we last said so, kept between calls
-    """Past select()'s wall, SelectSelector's select() would raise ValueError on every call:
-    tell this client so in one line, close it, and serve the rest."""
-    if not isinstance(sel, selectors.SelectSelector) or (
-            len(sel.get_map()) if os.name == 'nt' else conn.fileno()) < WALL:
+def send(conn, outbuf):
+    """conn.send() what waits in outbuf[conn], and keep there what the socket can't take now.
+    True once all has gone, or conn has (the next recv() finds that out, and closes it)."""
+    try:
+        sent = conn.send(outbuf[conn])
+    except BlockingIOError:
         return False
-    why = f'server full: select() watches at most {WALL:,} sockets'
-    with contextlib.suppress(OSError):
-        conn.send(why.encode() + b'\n')
-    conn.close()
-    if time.monotonic() - said[0] >= 1:  # our own note: under a flood, one a second
-        said[0] = time.monotonic()
-        print('refused %s:%s: ' % addr[:2] + why, file=sys.stderr, flush=True)
+    except OSError:
+        sent = len(outbuf[conn])
+    if sent < len(outbuf[conn]):
+        outbuf[conn] = outbuf[conn][sent:]
+        return False
+    del outbuf[conn]
     return True
 
-class Trace:
-    """--trace: after each sel.select(), its events and what each callback did. It wraps the
-    selector and the socket calls: the lesson has no trace calls, and pays nothing."""
-    def __init__(self):
-        self.names, self.did, self.woke = {}, {}, None  # socket -> ip:port; -> what we did
-        for owner, name in ((selectors.DefaultSelector, 'select'), (socket.socket, 'accept'),
-                            (socket.socket, 'recv'), (socket.socket, 'send')):
-            setattr(owner, name, self.wrap(name, getattr(owner, name)))
+def server_full(sel, conn, addr):
+    """Past select()'s wall, where selectors uses it (Windows), SelectSelector's select() would
+    raise ValueError on every call: tell this client so in one line, and serve the rest."""
+    if not isinstance(sel, selectors.SelectSelector) or (
+            len(sel.get_map()) if os.name == 'nt' else conn.fileno()) < WALL:
+        close_told(0)  # one served: and those told, once they have gone, are closed
+        return False
+    close_told(10)  # past the wall, a flood: only those told 10 s ago
+    why = f'server full: select() watches at most {WALL:,} sockets'
+    if not refused:  # our own note: one for a flood of them, not one each
+        print('refused %s:%s: ' % addr[:2] + why, file=sys.stderr, flush=True)
+    conn.setblocking(False)
+    refused[conn] = time.monotonic()
+    try:
+        conn.send(why.encode() + b'\n')
+        conn.shutdown(socket.SHUT_WR)  # our line, then the end; its close: see close_told
+    except OSError:
+        pass
+    return True
 
-    def wrap(self, name, real):
-        def traced(sock, *args):  # for select(), sock is the selector
-            if name == 'select':
-                self.say()  # about to wait: the wake-up before this one is over
-            result = None  # if the call raises
-            try:
-                result = real(sock, *args)
-                return result
-            finally:
-                self.did.setdefault(sock, []).append(self.what(name, sock, result, *args))
-        return traced
+def close_told(older_than):
+    """Close each client told so over older_than seconds ago, once it has gone, or after 10 s.
+    Closed at once, with its line unread, its socket would send a reset, which may come first."""
+    for told in list(refused):  # the oldest first
+        age = time.monotonic() - refused[told]
+        if age < older_than:
+            break
+        try:
+            if told.recv(65536) and age < 10: continue  # its line, dropped
+        except BlockingIOError:
+            if age < 10: continue
+        except OSError:
+            pass
+        told.close()
+        del refused[told]
 
-    def what(self, name, sock, result, data=b'', *_):
-        if name == 'select':
-            mechanism = type(sock).__name__[:-len('Selector')].lower()
-            self.woke = f'{mechanism}, {len(sock.get_map())} registered', result
-        elif name == 'accept':
-            self.names.update([(result[0], '%s:%s' % result[1][:2])] if result else [])
-            return 'accepted ' + self.names[result[0]] if result else 'accept failed'
-        elif name == 'recv':
-            return f'read {len(result):,}' if result is not None else 'read failed'
-        elif name == 'send':
-            sent = result or 0
-            return f'sent {sent:,}' + (f', {len(data) - sent:,} waiting' if data[sent:] else '')
+def trace(events, sel, outbuf):
+    """--trace: on stderr, one line a wake-up: the events sel.select() gave, and what became of
+    each socket."""
+    said = []
+    for key, mask in events:
+        sk = key.fileobj
+        event = 'EVENT_READ' if mask & selectors.EVENT_READ else 'EVENT_WRITE'
+        if key.data.__name__ == 'accept':  # the chapter's sock: who joined
+            new = [k.fileobj for k in sel.get_map().values() if k.data.__name__ != 'accept']
+            new = [c for c in new if c not in names]
+            for c in new:
+                names[c] = peer(c)
+            said.append(f'sock {event} -> accepted ' + (', '.join(map(names.get, new)) or '0'))
+        elif sk.fileno() < 0:
+            said.append(f'{names.pop(sk, "?")} {event} -> closed')
+        elif sk in outbuf:
+            said.append(f'{names.get(sk)} {event} -> {len(outbuf[sk]):,} bytes wait, EVENT_WRITE')
+        else:
+            did = 'replied' if event == 'EVENT_READ' else 'the rest sent, back to EVENT_READ'
+            said.append(f'{names.get(sk)} {event} -> {did}')
+    if said:  # not our own timeout (Windows)
+        mechanism = type(sel).__name__.replace('Selector', '').lower()
+        print(f'{mechanism}: {"; ".join(said)} (now {len(sel.get_map())} registered)',
+              file=sys.stderr, flush=True)
 
-    def say(self):
-        if self.woke and self.woke[1]:
-            print(self.woke[0], '->', '; '.join(f'{self.names.get(key.fileobj, "sock")} EVENT_'
-                  f'{"READ" if mask & selectors.EVENT_READ else "WRITE"} -> ' + ', '.join(
-                      self.did.get(key.fileobj, []) + ['closed'] * (key.fileobj.fileno() < 0))
-                  for key, mask in self.woke[1]), file=sys.stderr, flush=True)
-        self.did.clear()
-        self.names = {sk: name for sk, name in self.names.items() if sk.fileno() >= 0}
+def peer(conn):
+    """A connection's name in the trace: the client's ip:port, or '?' if it has gone already."""
+    try:
+        return '%s:%s' % conn.getpeername()[:2]
+    except OSError:
+        return '?'
 
 if __name__ == '__main__':
     try:
