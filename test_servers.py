@@ -363,6 +363,27 @@ def test_the_address_when_the_machine_is_on_no_network(start, script):
     assert 'students:' not in server.stdout()
 
 
+@needs_linux
+@pytest.mark.parametrize('script', SERVERS)
+@pytest.mark.parametrize('machine, listed', [
+    ('two-nets', ['192.168.50.7', '10.123.0.1']),  # the default route's first, then the class's
+    ('no-default-route', ['10.123.0.1'])], ids=['two networks', 'no default route'])
+def test_the_address_list_names_the_class_network(start, script, machine, listed):
+    """The class's Wi-Fi need not carry the default route, or any: every address of ours that
+    a student might reach gets its command, loopback left out."""
+    server = start.server(script, '--host', '0.0.0.0', emulate=machine)
+    wait_for(lambda: 'students:' in server.stdout(), 'the lines')
+    server.interrupt()
+    hosts = [m.group(1) for m in map(STUDENT.match, server.stdout().splitlines()) if m]
+    assert hosts == listed, server.stdout()
+
+
+def test_emulate_help_is_no_error():
+    out = subprocess.run([sys.executable, str(HERE / 'tools' / 'emulate.py'), '--help'],
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0 and 'two-nets' in out.stdout, out
+
+
 @POSIX_ONLY
 @pytest.mark.parametrize('script', SERVERS)
 def test_a_class_of_40_with_mischief(start, script):

@@ -14,7 +14,13 @@ Each feature copies one behaviour, as CPython's source and the platforms' docume
   rlimit        macOS: RLIMIT_NOFILE starts at 256 with no hard limit, and setrlimit() refuses
                 a soft limit over OPEN_MAX, 10240. What it takes is said on stderr.
   no-readline   Windows: there is no readline module to import.
-  offline       a machine on no network: a UDP connect() finds no route (ENETUNREACH).
+  offline       a machine on no network: a UDP connect() finds no route (ENETUNREACH), and the
+                machine's name gives loopback alone.
+  two-nets      a teacher's laptop on two networks: the default route goes out by 192.168.50.7
+                (another network), and the class is on 10.123.0.1/24, which no fixed probe
+                reaches; the machine's name gives both, as Windows and macOS do.
+  no-default-route  the class's access point gives no route to anywhere: only the class's own
+                network, 10.123.0.1/24, is reached; the machine's name gives 10.123.0.1.
   vanish        a client's laptop leaves the network: recv() on its connection raises ETIMEDOUT, as
                 the kernel does once its retransmissions give up. A client that sends VANISH stands
                 for one.
@@ -119,7 +125,41 @@ def no_readline():
     sys.modules['readline'] = None  # import readline now raises ImportError
 
 
+def networks(routes, addresses):
+    """A UDP connect() to an address in one of routes (prefix -> our address, '' for the
+    default route) finds that address as ours; elsewhere ENETUNREACH. The machine's name
+    gives addresses."""
+    real_connect_ex, real_getsockname = socket.socket.connect_ex, socket.socket.getsockname
+    ours = {}  # a probe -> the address it found
+
+    def connect_ex(self, address):
+        if self.type != socket.SOCK_DGRAM:
+            return real_connect_ex(self, address)
+        found = [ip for prefix, ip in routes.items() if address[0].startswith(prefix)]
+        if not found:
+            return errno.ENETUNREACH
+        ours[id(self)] = found[0]
+        return 0
+
+    def getsockname(self):
+        if id(self) in ours:
+            return ours[id(self)], 40000
+        return real_getsockname(self)
+
+    socket.socket.connect_ex, socket.socket.getsockname = connect_ex, getsockname
+    socket.gethostbyname_ex = lambda name: (name, [], addresses)
+
+
+def two_nets():
+    networks({'10.123.0.': '10.123.0.1', '': '192.168.50.7'}, ['192.168.50.7', '10.123.0.1'])
+
+
+def no_default_route():
+    networks({'10.123.0.': '10.123.0.1'}, ['127.0.1.1', '10.123.0.1'])
+
+
 def offline():
+    socket.gethostbyname_ex = lambda name: (name, [], ['127.0.1.1'])
     real = socket.socket.connect_ex
 
     def connect_ex(self, address):
@@ -150,9 +190,13 @@ def vanish():
 
 FEATURES = {'nt': nt, 'sigint-thread': sigint_thread, 'select512': select512,
             'accept-reset': accept_reset, 'setsockopt': setsockopt, 'rlimit': rlimit,
-            'no-readline': no_readline, 'offline': offline, 'vanish': vanish}
+            'no-readline': no_readline, 'offline': offline, 'vanish': vanish,
+            'two-nets': two_nets, 'no-default-route': no_default_route}
 
 if __name__ == '__main__':
+    if sys.argv[1:2] in (['-h'], ['--help']):
+        print(__doc__)
+        sys.exit(0)
     if len(sys.argv) < 3 or not set(sys.argv[1].split(',')) <= set(FEATURES):
         sys.exit(__doc__)
     for feature in sys.argv[1].split(','):
