@@ -126,16 +126,16 @@ def decode(conn, msg):
 def send(conn, outbuf):
     """conn.send() what waits in outbuf[conn], and keep there what the socket can't take now.
     True once all has gone, or conn has (the next recv() finds that out, and closes it)."""
+    data = outbuf.pop(conn)
     try:
-        sent = conn.send(outbuf[conn])
+        sent = conn.send(data)
     except BlockingIOError:
-        return False
+        sent = 0
     except OSError:
-        sent = len(outbuf[conn])
-    if sent < len(outbuf[conn]):
-        outbuf[conn] = outbuf[conn][sent:]
+        return True
+    if sent < len(data):
+        outbuf[conn] = data[sent:]
         return False
-    del outbuf[conn]
     return True
 
 def shown(text):
