@@ -23,7 +23,7 @@ def main():
                 sel.unregister(conn)
                 conn.close()
                 return
-            outbuf[conn] = data.upper() + b'_SB'  # fix: it waits there till conn takes it: see send
+            outbuf[conn] = data.upper() + b'_SB'  # fix: it waits there till sent: see send
             if not send(conn, outbuf):  # fix: the rest waits: watch conn for writing, not reading
                 sel.modify(conn, selectors.EVENT_WRITE, write)
         except Exception:
@@ -71,8 +71,8 @@ refused = {}  # server_full()'s: each conn told so -> when; kept open till it ha
 names = {}  # trace()'s: conn -> 'ip:port', kept for the line that says it closed
 
 def setup():
-    """Read the command line; say a port in use in one line; tell a class where to connect;
-    lift the file limit; let Ctrl+Break stop us as Ctrl-C does."""
+    """Read the command line, check the port, tell a class where to connect, lift the file
+    limit, and let Ctrl+Break stop us as Ctrl-C does."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1', help='the address to listen on; '
                         '0.0.0.0: every address, for a class (default: %(default)s)')
@@ -103,9 +103,8 @@ def setup():
     return args
 
 def students(port):
-    """The command for students at each IPv4 address of ours, the default route's first: a UDP
-    connect() sends nothing, but finds our address on the way to anywhere (RFC 5737), or to
-    each private range. Loopback and link-local addresses are no use to a laptop."""
+    """The students' command at each IPv4 address of ours, the default route's first. A UDP
+    connect() sends nothing: it finds our address on the way to anywhere, or a private range."""
     found = []
     for there in ('192.0.2.1', '10.0.0.1', '172.16.0.1', '192.168.0.1'):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -122,14 +121,13 @@ def students(port):
     return lines or ['no network address found: is this machine on a network?']
 
 def send(conn, outbuf):
-    """conn.send() what waits in outbuf[conn], and keep there what the socket can't take now.
-    True once all has gone, or conn has (the next recv() finds that out, and closes it)."""
+    """conn.send() outbuf[conn], and keep what the socket can't take. True: all gone, or conn."""
     data = outbuf.pop(conn)
     try:
         sent = conn.send(data)
     except BlockingIOError:
         sent = 0
-    except OSError:
+    except OSError:  # gone: the next recv() finds that out, and closes it
         return True
     if sent < len(data):
         outbuf[conn] = data[sent:]
