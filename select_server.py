@@ -40,12 +40,12 @@ def main():
                     continue
                 msg = decode(conn, msg)  # fix: a character split between recv()s waits for its rest
                 print(f'接收消息: {shown(msg)}')  # fix: escaped, on one short line (see shown)
-                outbuf[conn] = msg.upper().encode('utf-8', 'surrogateescape')  # fix: see send
-                if not send(conn, outbuf):  # fix: the rest waits: conn leaves rlist for wlist
+                reply = msg.upper().encode('utf-8', 'surrogateescape')
+                if not send(conn, reply, outbuf):  # fix: the rest waits; conn goes to wlist
                     rlist.remove(conn)
                     wlist.append(conn)
         for conn in wl:  # fix: conn takes more now: the rest of its reply
-            if send(conn, outbuf):  # all sent at last: read conn again
+            if send(conn, outbuf.pop(conn), outbuf):  # all sent: read conn again
                 wlist.remove(conn)
                 rlist.append(conn)
         if args.trace: trace(rl, wl, rlist, wlist, outbuf)  # --trace: what select() said, and did
@@ -121,14 +121,14 @@ def decode(conn, msg):
         pending[conn] = msg[used:]
     return text
 
-def send(conn, outbuf):
-    """conn.send() outbuf[conn], and keep what the socket can't take. True: all gone, or conn."""
-    data = outbuf.pop(conn)
+def send(conn, data, outbuf):
+    """conn.send(data); what the socket can't take now waits in outbuf[conn]. True: all gone,
+    or conn has (the next recv() finds that out, and closes it)."""
     try:
         sent = conn.send(data)
     except BlockingIOError:
         sent = 0
-    except OSError:  # gone: the next recv() finds that out, and closes it
+    except OSError:
         return True
     if sent < len(data):
         outbuf[conn] = data[sent:]

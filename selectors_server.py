@@ -23,16 +23,15 @@ def main():
                 sel.unregister(conn)
                 conn.close()
                 return
-            outbuf[conn] = data.upper() + b'_SB'  # fix: it waits there till sent: see send
-            if not send(conn, outbuf):  # fix: the rest waits: watch conn for writing, not reading
-                sel.modify(conn, selectors.EVENT_WRITE, write)
+            if not send(conn, data.upper() + b'_SB', outbuf):  # fix: the rest waits in outbuf:
+                sel.modify(conn, selectors.EVENT_WRITE, write)  # write to conn, read it no more
         except Exception:
             print('closing', conn)
             sel.unregister(conn)  # 取消注冊
             conn.close()  # 關閉連接
 
     def write(conn, mask):  # fix: conn takes more now: the rest of its reply
-        if send(conn, outbuf):  # all sent at last: read conn again
+        if send(conn, outbuf.pop(conn), outbuf):  # all sent at last: read conn again
             sel.modify(conn, selectors.EVENT_READ, read)
 
     def accept(sock, mask):
@@ -120,14 +119,14 @@ def students(port):
     lines = [line for i, line in enumerate(lines) if line not in lines[:i]]  # once each
     return lines or ['no network address found: is this machine on a network?']
 
-def send(conn, outbuf):
-    """conn.send() outbuf[conn], and keep what the socket can't take. True: all gone, or conn."""
-    data = outbuf.pop(conn)
+def send(conn, data, outbuf):
+    """conn.send(data); what the socket can't take now waits in outbuf[conn]. True: all gone,
+    or conn has (the next recv() finds that out, and closes it)."""
     try:
         sent = conn.send(data)
     except BlockingIOError:
         sent = 0
-    except OSError:  # gone: the next recv() finds that out, and closes it
+    except OSError:
         return True
     if sent < len(data):
         outbuf[conn] = data[sent:]

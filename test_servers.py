@@ -438,7 +438,7 @@ def test_a_class_of_40_with_mischief(start, script):
     paste.thread.join(TIMEOUT)
     server.alive()
     if start_fds is not None:
-        wait_for(lambda: descriptors(pid) == start_fds, f"the descriptors to come back: {descriptors(pid)} for {start_fds}", 30)
+        wait_for(lambda: descriptors(pid) == start_fds, "the descriptors to come back", 30)
     if script == 'select_server.py':
         server.interrupt()
         out = server.stdout()
