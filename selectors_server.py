@@ -76,7 +76,8 @@ def setup():
     parser.add_argument('--host', default='127.0.0.1', help='the address to listen on; '
                         '0.0.0.0: every address, for a class (default: %(default)s)')
     parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
-    parser.add_argument('--trace', action='store_true', help='say what each sel.select() woke us for')
+    parser.add_argument('--trace', action='store_true',
+                        help='say what each sel.select() woke us for')
     args = parser.parse_args()
     if not 0 <= args.port <= 65535:
         parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
