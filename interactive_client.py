@@ -3,7 +3,6 @@
 import socket
 import argparse, os, signal, sys  # for the plumbing below the lesson
 
-
 def main():
     args = setup()
     client = socket.socket()
@@ -16,18 +15,15 @@ def main():
         msg = input('>>:')
         if not msg: continue
         client.send(msg.encode())
-        data = recv_reply(client)  # fix: a long reply comes in pieces: read them all
+        data = recv_reply(client, len(msg.encode()))  # fix: a reply comes in pieces: all
         print(data.decode(errors='replace'))  # fix: selectors' b'_SB' may split a character
-
 
 # ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 
-# TCP keeps no message boundaries: a reply may come in pieces (select_server.py answers a
-# 5,000-character line in five), so one recv() can't tell its end. A reply is taken as whole once
-# nothing more comes for QUIET seconds after its first bytes: on loopback or a LAN the pieces of
-# a reply come far closer together, and 0.2 s is below what a person notices.
-QUIET, FIRST = 0.2, 5  # FIRST: seconds to wait for a reply to begin
-
+# TCP keeps no message boundaries: a reply is whole once nothing more comes for QUIET seconds, or,
+# on Wi-Fi, while it is shorter than our line (select and selectors never answer with fewer
+# bytes, ASCII or Chinese), for LATE seconds. FIRST: the wait for a reply to begin.
+QUIET, LATE, FIRST = 0.2, 1, 5
 
 def setup():
     """Read the command line; let input() take a long line; on Windows, let Ctrl+Break stop us."""
@@ -39,8 +35,8 @@ def setup():
     args = parser.parse_args()
     if not 0 <= args.port <= 65535:
         parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
-    # A terminal keeps at most 4,095 bytes of a line for input(); readline takes the whole of a
-    # long paste, and lets the arrow keys edit and recall lines. Windows' console does that itself.
+    # A terminal keeps at most 4,095 bytes of a line for input(); readline takes a long paste
+    # whole (Windows' console does that itself).
     try:
         import readline  # noqa: F401
     except ImportError:
@@ -50,30 +46,29 @@ def setup():
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     return args
 
-
-def recv_reply(client):
-    """The whole reply, b'' if none came. If the server closed, print what it said first (such
-    as 'server full: ...') and raise ConnectionResetError."""
-    chunks = []
+def recv_reply(client, sent):
+    """The whole reply to `sent` bytes, b'' if none came. If the server closed, print what it
+    said first (such as 'server full: ...') and raise ConnectionResetError."""
+    reply = b''
     client.settimeout(FIRST)
     try:
         while True:
-            data = client.recv(4096)
+            data = client.recv(65536)
             if not data:
                 raise ConnectionResetError
-            chunks.append(data)
-            client.settimeout(QUIET)
+            reply += data
+            client.settimeout(QUIET if len(reply) >= sent else LATE)
     except socket.timeout:
         pass
     except ConnectionError:  # closed, or reset as our line reached it: what it said first
-        print(b''.join(chunks).decode(errors='replace'), end='\n' if chunks else '')
+        if reply:  # it ends in a newline of its own
+            print(reply.decode(errors='replace').rstrip('\n'))
         raise
     finally:
         client.settimeout(None)
-    if not chunks:
+    if not reply:
         print(f'(no reply within {FIRST} s)', file=sys.stderr)
-    return b''.join(chunks)
-
+    return reply
 
 if __name__ == '__main__':
     try:

@@ -2,10 +2,13 @@
 person would at a terminal, what each server answers, and what /proc says about a process."""
 import os
 import pathlib
+import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 try:
@@ -81,3 +84,63 @@ def wait_until_accepting(p, port, timeout=TIMEOUT, host='127.0.0.1'):
                 return False
             time.sleep(0.01)
     return False
+
+
+class DelayProxy:
+    """A classroom's Wi-Fi on loopback: a TCP proxy that forwards each chunk, in order, in both
+    directions, after a random delay (seeded): 30 ± 40 ms, and 0.2 to 0.4 s more for 3 % of the
+    chunks, as a lost frame's retransmission would add. `with DelayProxy(port) as proxy:`, then
+    connect to proxy.port."""
+
+    def __init__(self, target, seed=1):
+        self.target, self.random = target, random.Random(seed)
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:  # closed: the proxy stops
+                return
+            try:
+                far = socket.create_connection(('127.0.0.1', self.target), timeout=TIMEOUT)
+            except OSError:
+                near.close()
+                continue
+            far.settimeout(None)
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self.forward, args=(a, b), daemon=True).start()
+
+    def delay(self):
+        extra = self.random.uniform(0.2, 0.4) if self.random.random() < 0.03 else 0
+        return max(0.0, self.random.gauss(0.03, 0.04)) + extra
+
+    def forward(self, source, to):
+        """Read from source; deliver each chunk after its delay, never before the one before it."""
+        due, reset = 0.0, False
+        while True:
+            try:
+                data = source.recv(1460)  # about a frame: each may come late
+            except OSError:  # a reset: passed on as one, in its turn
+                data, reset = b'', True
+            due = max(due, time.monotonic() + self.delay())
+            time.sleep(max(0.0, due - time.monotonic()))
+            try:
+                if reset:
+                    to.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+                    to.close()
+                    return
+                if not data:  # the end, after the data before it
+                    to.shutdown(socket.SHUT_WR)
+                    return
+                to.sendall(data)
+            except OSError:
+                return
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.listener.close()
