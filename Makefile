@@ -10,7 +10,7 @@ PORT ?= 8800
 help:
 	@echo 'make test              run the tests (sets up .venv with pytest if $(PYTHON) lacks it)'
 	@echo 'make bench             measure the IO models, asyncio and threads side by side, and draw'
-	@echo '                       the crowd in crowd.svg (about 5 minutes)'
+	@echo '                       the crowd in crowd.svg (5 to 7 minutes)'
 	@echo 'make run-nonblocking   the busy-loop server: replies b"my server"'
 	@echo 'make run-select        the select.select() server: replies the text upper-cased'
 	@echo 'make run-selectors     the selectors server: replies data.upper() + b"_SB"'
