@@ -20,10 +20,11 @@ def main():
 
 # ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 
-# TCP keeps no message boundaries: a reply is whole once nothing more comes for QUIET seconds, or,
-# on Wi-Fi, while it is shorter than our line (select and selectors never answer with fewer
-# bytes, ASCII or Chinese), for LATE seconds. FIRST: the wait for a reply to begin.
-QUIET, LATE, FIRST = 0.2, 1, 5
+# TCP keeps no message boundaries: a reply is whole once nothing more comes for QUIET seconds.
+# But a line over 1,024 bytes is answered in pieces, and on Wi-Fi a lost one comes again up to
+# 0.5 s late: while its reply is shorter than the line (select and selectors never answer with
+# fewer bytes, ASCII or Chinese), wait LATE seconds. A shorter line's reply comes in one piece.
+QUIET, LATE, FIRST = 0.2, 1, 5  # FIRST: seconds to wait for a reply to begin
 
 def setup():
     """Read the command line; let input() take a long line; on Windows, let Ctrl+Break stop us."""
@@ -54,14 +55,13 @@ def recv_reply(client, sent):
     try:
         while True:
             data = client.recv(65536)
-            if not data:
-                raise ConnectionResetError
+            if not data: raise ConnectionResetError
             reply += data
-            client.settimeout(QUIET if len(reply) >= sent else LATE)
+            client.settimeout(LATE if sent > 1024 and len(reply) < sent else QUIET)
     except socket.timeout:
         pass
     except ConnectionError:  # closed, or reset as our line reached it: what it said first
-        if reply:  # it ends in a newline of its own
+        if reply:  # its line ends in '\n' already: no empty line before ours on stderr
             print(reply.decode(errors='replace').rstrip('\n'))
         raise
     finally:

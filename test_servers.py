@@ -848,6 +848,9 @@ def test_client_prints_the_server_full_line(script):
     out = run_client(script, full_server(), 'hi\n')
     assert out.returncode == 1 and out.stderr == b'connection closed by server\n', out
     assert b'server full: select() watches at most 1,024 sockets' in out.stdout, out.stdout
+    assert b'\n\n' not in out.stdout, out.stdout  # the line ends in '\n' already: no empty one
+    if script == 'interactive_client.py':
+        assert out.stdout == b'>>:server full: select() watches at most 1,024 sockets\n'
 
 
 def test_interactive_client_answers_piped_lines_and_skips_empty_ones(start):
@@ -1342,3 +1345,71 @@ def test_latecomers_at_selects_wall_read_server_full_on_wifi(start):
         for c in flood:
             c.close()
     server.alive()
+
+
+def test_the_delay_proxy_keeps_each_way_in_order_and_passes_the_end_on():
+    """Chunks sent 2 ms apart, each up to half a second late, come in the order sent, both ways;
+    the target hears our end (EOF) after all our data, and we hear its; closed, it takes no one."""
+    listener = socket.create_server(('127.0.0.1', 0))
+    numbers = [b'%03d,' % i for i in range(100)]
+    heard = []
+
+    def send_each(sock):
+        for number in numbers:
+            sock.sendall(number)
+            time.sleep(0.002)  # each a chunk of its own
+
+    def target():
+        with listener, listener.accept()[0] as conn:
+            heard.append(recv_until_eof(conn))
+            send_each(conn)
+
+    threading.Thread(target=target, daemon=True).start()
+    with harness.DelayProxy(listener.getsockname()[1], seed=7) as proxy:
+        with socket.create_connection(('127.0.0.1', proxy.port), timeout=TIMEOUT) as client:
+            send_each(client)
+            client.shutdown(socket.SHUT_WR)
+            back = recv_until_eof(client)
+    assert heard == [b''.join(numbers)] and back == b''.join(numbers)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(('127.0.0.1', proxy.port), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize('script', SERVERS)
+def test_interactive_client_shows_a_short_lines_reply_within_a_quarter_second(start, script):
+    """Only a long line's reply is waited for past QUIET: a line of 100 characters is answered
+    on the screen at once, nonblocking_server.py's b'my server', shorter than the line, too."""
+    server = start.server(script)
+    client = start('interactive_client.py', '--port', str(server.port), stdin=subprocess.PIPE)
+    seconds = []
+    for n in range(1, 4):
+        t0 = time.monotonic()
+        client.p.stdin.write(b'x' * 100 + b'\n')
+        client.p.stdin.flush()
+        wait_for(lambda: client.stdout().count('\n') == n, 'the reply')
+        seconds.append(time.monotonic() - t0)
+    assert sorted(seconds)[1] < 0.45, seconds  # QUIET is 0.2 s; a loaded machine adds some
+
+
+def test_nonblocking_replies_to_pastes_stay_out_of_the_next_lines_on_wifi(start):
+    """nonblocking_server.py answers a paste with a few b'my server', fewer bytes than the paste,
+    so a late one would go unseen among them: after each paste a short line, through a delaying
+    proxy, must get exactly one, and the paste only whole ones."""
+    script = 'nonblocking_server.py'
+    server = start.server(script)
+    lines = [[paste(3 * s + i) for i in range(3)] for s in range(6)]
+    with harness.DelayProxy(server.port, seed=25) as proxy:
+        students = [start('interactive_client.py', '--port', str(proxy.port),
+                          stdin=subprocess.PIPE) for _ in lines]
+        for p, mine in zip(students, lines):
+            p.p.stdin.write(''.join(line + '\nok\n' for line in mine).encode())
+            p.p.stdin.close()
+        for p in students:
+            assert p.p.wait(60) == 0, p.stderr()
+    bad = []
+    for p, mine in zip(students, lines):
+        replies = p.stdout().split('>>:')[1:-1]
+        assert len(replies) == 2 * len(mine), p.stdout()[-300:]
+        bad += [r for r in replies[1::2] if r != 'my server\n']
+        bad += [r for line, r in zip(mine, replies[::2]) if not whole(script, line, r[:-1])]
+    assert not bad, f'{len(bad)} of 36 replies cut or out of place: {bad[:3]}'

@@ -1,7 +1,10 @@
 """What the tests and bench.py share: the scripts, free ports, a script started and stopped as a
-person would at a terminal, what each server answers, and what /proc says about a process."""
+person would at a terminal, what each server answers, what /proc says about a process, and a
+classroom's Wi-Fi on loopback."""
+import itertools
 import os
 import pathlib
+import queue
 import random
 import signal
 import socket
@@ -87,60 +90,97 @@ def wait_until_accepting(p, port, timeout=TIMEOUT, host='127.0.0.1'):
 
 
 class DelayProxy:
-    """A classroom's Wi-Fi on loopback: a TCP proxy that forwards each chunk, in order, in both
-    directions, after a random delay (seeded): 30 ± 40 ms, and 0.2 to 0.4 s more for 3 % of the
-    chunks, as a lost frame's retransmission would add. `with DelayProxy(port) as proxy:`, then
-    connect to proxy.port."""
+    """A classroom's Wi-Fi on loopback: a TCP proxy from a free port of 127.0.0.1 to `target`. It
+    sends each chunk on, either way, after a seeded random delay: 30 ± 40 ms (at least 0), and 0.2
+    to 0.4 s more for 3 % of them, as a lost frame's retransmission adds; never before the chunk
+    before it, and an end (EOF or reset) after the data. `with DelayProxy(port) as proxy:`."""
 
     def __init__(self, target, seed=1):
-        self.target, self.random = target, random.Random(seed)
+        self.target, self.seed, self.sockets, self.closed = target, seed, [], False
         self.listener = socket.create_server(('127.0.0.1', 0))
         self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self.accept, daemon=True).start()
+        self.accepting = threading.Thread(target=self.accept, daemon=True)
+        self.accepting.start()
 
     def accept(self):
+        for n in itertools.count():
+            near = self.listener.accept()[0]
+            if self.closed:  # close() connected, to wake us
+                break
+            threading.Thread(target=self.serve, args=(near, n), daemon=True).start()
+        near.close()
+        self.listener.close()
+
+    def serve(self, near, n):
+        """One client: on to the target both ways; its sockets closed once both ways have ended."""
+        try:
+            far = socket.create_connection(('127.0.0.1', self.target))
+        except OSError:  # nothing listens there: the client finds its connection closed
+            near.close()
+            return
+        self.sockets += [near, far]
+        seed = f'{self.seed} {n}'  # each way of each client its own delays, the same each run
+        up = threading.Thread(target=self.forward, args=(near, far, seed + ' up'), daemon=True)
+        up.start()
+        self.forward(far, near, seed + ' down')
+        up.join()
+        near.close()
+        far.close()
+
+    def forward(self, source, sink, seed):
+        """Read chunks as they come, while a thread sends each on when it is due."""
+        rng, chunks, due = random.Random(seed), queue.Queue(), 0
+        sender = threading.Thread(target=self.send, args=(chunks, sink), daemon=True)
+        sender.start()
         while True:
             try:
-                near, _ = self.listener.accept()
-            except OSError:  # closed: the proxy stops
-                return
-            try:
-                far = socket.create_connection(('127.0.0.1', self.target), timeout=TIMEOUT)
-            except OSError:
-                near.close()
-                continue
-            far.settimeout(None)
-            for a, b in ((near, far), (far, near)):
-                threading.Thread(target=self.forward, args=(a, b), daemon=True).start()
+                data = source.recv(1460)  # a frame's worth: each may come late
+            except ConnectionResetError:
+                data = None  # passed on as a reset, in its turn
+            except OSError:  # close()
+                data = b''
+            delay = max(0, rng.gauss(0.030, 0.040))
+            if rng.random() < 0.03:  # a lost frame, sent again
+                delay += rng.uniform(0.2, 0.4)
+            due = max(due, time.monotonic() + delay)  # never before the chunk before it
+            chunks.put((due, data))
+            if not data:
+                break
+        sender.join()
 
-    def delay(self):
-        extra = self.random.uniform(0.2, 0.4) if self.random.random() < 0.03 else 0
-        return max(0.0, self.random.gauss(0.03, 0.04)) + extra
-
-    def forward(self, source, to):
-        """Read from source; deliver each chunk after its delay, never before the one before it."""
-        due, reset = 0.0, False
+    def send(self, chunks, sink):
         while True:
+            due, data = chunks.get()
+            time.sleep(max(0, due - time.monotonic()))
             try:
-                data = source.recv(1460)  # about a frame: each may come late
-            except OSError:  # a reset: passed on as one, in its turn
-                data, reset = b'', True
-            due = max(due, time.monotonic() + self.delay())
-            time.sleep(max(0.0, due - time.monotonic()))
-            try:
-                if reset:
-                    to.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-                    to.close()
-                    return
-                if not data:  # the end, after the data before it
-                    to.shutdown(socket.SHUT_WR)
-                    return
-                to.sendall(data)
-            except OSError:
+                if data:
+                    sink.sendall(data)
+                elif data is None:  # a reset: wake our other way's recv(sink), then reset
+                    sink.shutdown(socket.SHUT_RD)
+                    sink.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+                    sink.close()
+                else:
+                    sink.shutdown(socket.SHUT_WR)  # the end, after all the data
+            except OSError:  # sink has gone: what is left for it is dropped
+                pass
+            if not data:
                 return
+
+    def close(self):
+        """No more clients; each one's sockets shut, which ends its threads."""
+        if self.closed:
+            return
+        self.closed = True
+        socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT).close()  # wakes accept()
+        self.accepting.join(TIMEOUT)
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed already
+                pass
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *_):
-        self.listener.close()
+    def __exit__(self, *exc):
+        self.close()
