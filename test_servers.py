@@ -1307,6 +1307,20 @@ def whole(script, line, reply):
     return rest == line.upper()[:len(rest)] and len(rest) >= len(line) - 2 * pieces
 
 
+def class_on_wifi(start, server, inputs, seed):
+    """Students on a classroom's Wi-Fi: an interactive client each, through a delaying proxy,
+    piping its lines of inputs; what each printed, split at its prompts."""
+    with harness.DelayProxy(server.port, seed=seed) as proxy:
+        students = [start('interactive_client.py', '--port', str(proxy.port),
+                          stdin=subprocess.PIPE) for _ in inputs]
+        for p, lines in zip(students, inputs):
+            p.p.stdin.write(''.join(line + '\n' for line in lines).encode())
+            p.p.stdin.close()
+        for p in students:
+            assert p.p.wait(60) == 0, p.stderr()
+    return [p.stdout().split('>>:')[1:-1] for p in students]
+
+
 @pytest.mark.parametrize('script', SERVERS)
 def test_every_paste_gets_its_whole_reply_in_its_place_on_wifi(start, script):
     """On a classroom's Wi-Fi a reply comes in late pieces: 30 pastes of 3,000 to 6,000
@@ -1314,18 +1328,9 @@ def test_every_paste_gets_its_whole_reply_in_its_place_on_wifi(start, script):
     whole reply before the next prompt, and none of it in the next line's place."""
     server = start.server(script)
     lines = [[paste(6 * s + i) for i in range(5)] for s in range(6)]
-    with harness.DelayProxy(server.port, seed=24) as proxy:
-        students = [start('interactive_client.py', '--port', str(proxy.port),
-                          stdin=subprocess.PIPE) for _ in lines]
-        for p, mine in zip(students, lines):
-            p.p.stdin.write(''.join(line + '\n' for line in mine).encode())
-            p.p.stdin.close()
-        for p in students:
-            assert p.p.wait(60) == 0, p.stderr()
     bad = []
-    for p, mine in zip(students, lines):
-        replies = p.stdout().split('>>:')[1:-1]
-        assert len(replies) == len(mine), p.stdout()[-300:]
+    for mine, replies in zip(lines, class_on_wifi(start, server, lines, seed=24)):
+        assert len(replies) == len(mine), str(replies)[-300:]
         bad += [len(r) for line, r in zip(mine, replies) if not whole(script, line, r[:-1])]
     assert not bad, f'{len(bad)} of 30 replies cut or out of place'
 
@@ -1405,18 +1410,10 @@ def test_nonblocking_replies_to_pastes_stay_out_of_the_next_lines_on_wifi(start)
     script = 'nonblocking_server.py'
     server = start.server(script)
     lines = [[paste(3 * s + i) for i in range(3)] for s in range(6)]
-    with harness.DelayProxy(server.port, seed=25) as proxy:
-        students = [start('interactive_client.py', '--port', str(proxy.port),
-                          stdin=subprocess.PIPE) for _ in lines]
-        for p, mine in zip(students, lines):
-            p.p.stdin.write(''.join(line + '\nok\n' for line in mine).encode())
-            p.p.stdin.close()
-        for p in students:
-            assert p.p.wait(60) == 0, p.stderr()
+    inputs = [[typed for line in mine for typed in (line, 'ok')] for mine in lines]
     bad = []
-    for p, mine in zip(students, lines):
-        replies = p.stdout().split('>>:')[1:-1]
-        assert len(replies) == 2 * len(mine), p.stdout()[-300:]
+    for mine, replies in zip(lines, class_on_wifi(start, server, inputs, seed=25)):
+        assert len(replies) == 2 * len(mine), str(replies)[-300:]
         bad += [r for r in replies[1::2] if r != 'my server\n']
         bad += [r for line, r in zip(mine, replies[::2]) if not whole(script, line, r[:-1])]
     assert not bad, f'{len(bad)} of 36 replies cut or out of place: {bad[:3]}'
