@@ -77,6 +77,22 @@ def descriptors(pid):
         return None
 
 
+def told_though_it_spoke_first(server):
+    """A latecomer whose line reaches the server before the server gets to it, and who speaks
+    again meanwhile: closed with a line unread, its socket would send a reset, and the notice
+    would be lost. What it read."""
+    os.kill(server.p.pid, signal.SIGSTOP)
+    try:
+        late = server.connect()
+        late.sendall(b'early')
+    finally:
+        os.kill(server.p.pid, signal.SIGCONT)
+    with late:
+        time.sleep(0.3)  # the server has told it, and, without the fix, closed it
+        late.sendall(b'let me in')
+        return recv_until_eof(late)
+
+
 def served_or_told(sock, script, data=b'latecomer', wait=0.3):
     """A round trip, or the server's one line saying it is full, then EOF: never silence. A
     server that refuses us says so at once, before we send anything, or on a loaded machine
@@ -226,6 +242,19 @@ def test_non_reading_client_gets_every_byte_in_order(start, script):
 
 
 @pytest.mark.parametrize('script', MULTIPLEXED)
+def test_a_reply_sent_in_many_pieces_arrives_whole_and_in_order(start, script):
+    """send() takes 100 bytes a call (emulated): each reply waits in outbuf for writable after
+    writable, and the connection is read again only once all of it has gone."""
+    server = start.server(script, emulate='short-send')
+    data = bytes(97 + i % 26 for i in range(20000))
+    with server.connect() as c:
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        assert whole_reply(script, data, recv_until_eof(c))
+    server.alive()
+
+
+@pytest.mark.parametrize('script', MULTIPLEXED)
 def test_reset_while_a_reply_waits_leaves_the_server_serving(start, script):
     """Reset by a client whose reply is still waiting: the connection leaves wlist (or its
     EVENT_WRITE registration) for good."""
@@ -316,6 +345,27 @@ def test_importing_starts_nothing():
     out = subprocess.run([sys.executable, '-c', code], cwd=HERE, capture_output=True, text=True,
                          timeout=TIMEOUT)
     assert out.stdout == 'ok\n' and out.returncode == 0
+
+
+@pytest.mark.parametrize('script', SERVERS)
+def test_trace_names_a_client_gone_already_with_a_question_mark(script):
+    """A connection reset before trace() names it has no peer to ask for: '?', not a crash."""
+    module = __import__(script[:-3])
+    with socket.socket() as unconnected:  # getpeername() raises, as on a reset one
+        assert module.peer(unconnected) == '?'
+
+
+def test_select_forgets_a_cut_character_of_a_client_gone():
+    """decode() keeps the start of a character till its rest comes, but not a closed client's:
+    a class that leaves mid-character would otherwise leave its sockets in memory."""
+    import select_server
+    a, b = socket.socketpair()
+    with b, socket.socket() as c:
+        assert select_server.decode(a, '你'.encode()[:1]) == ''
+        a.close()
+        assert select_server.decode(c, '你'.encode()[:2]) == ''
+        assert a not in select_server.pending and c in select_server.pending
+        assert select_server.decode(c, '你'.encode()[2:] + b'!') == '你!'
 
 
 @pytest.mark.parametrize('script', SERVERS)
@@ -468,7 +518,7 @@ def test_trace_names_each_client_once_per_wake_up(start, script):
         name = peer(c)
         line = {'nonblocking_server.py': re.compile(r'new: [^;]*' + re.escape(name)),
                 'select_server.py': f'readable: {name} -> replied',
-                'selectors_server.py': f': {name} EVENT_READ -> replied'}[script]
+                'selectors_server.py': f'{MECHANISM}: {name} EVENT_READ -> replied'}[script]
         wait_for(lambda: re.search(line, server.stderr()) if script == 'nonblocking_server.py'
                  else line in server.stderr(), line)
         accepted = {'nonblocking_server.py': name,
@@ -486,6 +536,9 @@ def test_trace_names_each_client_once_per_wake_up(start, script):
     else:  # one line a wake-up: the close came at a wake-up of its own, after the reply's
         assert 'closed' not in before.split(name)[-1]
     assert 'Traceback' not in server.stderr()
+
+
+MECHANISM = {'linux': 'epoll', 'darwin': 'kqueue'}.get(sys.platform, 'select')  # DefaultSelector
 
 
 @pytest.mark.parametrize('script', MULTIPLEXED)
@@ -639,6 +692,8 @@ def test_select_tells_clients_past_fd_setsize_that_it_is_full(start):
         for c in clients[-20:]:  # their descriptors would be past 1023 on the server
             told = recv_until_eof(c)
             assert told == b'server full: select() watches at most 1,024 sockets\n', told
+        told = told_though_it_spoke_first(server)
+        assert told == b'server full: select() watches at most 1,024 sockets\n', told
         round_trip(clients[1000], 'select_server.py', b'below the line')
         refused = [line for line in server.stderr().splitlines() if 'refused' in line]
         assert 1 <= len(refused) <= 2, refused  # a line a second under a flood
@@ -724,6 +779,8 @@ def test_windows_select_takes_512_sockets(start, script):
         assert said.count('served') == 511, f'{said.count("served")} of 600 served'  # and the
         assert said.count('told') == 89  # listening socket: 512
         assert 'server full: select() watches at most 512 sockets' in server.stderr()
+        told = told_though_it_spoke_first(server)
+        assert told == b'server full: select() watches at most 512 sockets\n', told
     finally:
         for c in clients:
             c.close()
@@ -781,6 +838,50 @@ def run_client(script, port, stdin_text=''):
     return subprocess.run([sys.executable, str(HERE / script), '--port', str(port)], cwd=HERE,
                           input=stdin_text.encode(), capture_output=True, timeout=30,
                           env=ENV)
+
+
+@needs_linux
+def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(start):
+    """A machine that does not answer (a listener whose queue is full drops our SYN, as a
+    machine that is off does): one line within 5 s, not the system's two minutes. A server that
+    takes the line and says nothing: client.py stops, the interactive client waits for the next."""
+    full = socket.create_server(('127.0.0.1', 0), backlog=0)
+    silent = socket.create_server(('127.0.0.1', 0))
+    queued = []
+    while len(queued) < 10:  # until a connect gets no answer
+        queued.append(socket.socket())
+        queued[-1].settimeout(0.5)
+        if queued[-1].connect_ex(full.getsockname()) != 0:
+            break
+    held = []
+
+    def hold():  # take each client's connection, and say nothing
+        for _ in CLIENTS:
+            held.append(silent.accept()[0])
+
+    threading.Thread(target=hold, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        ports = {'full': full.getsockname()[1], 'silent': silent.getsockname()[1]}
+        runs = {(script, where): start(script, '--port', str(port), stdin=subprocess.PIPE)
+                for script in CLIENTS for where, port in ports.items()}
+        for p in runs.values():
+            p.p.stdin.write(b'hi\n')
+            p.p.stdin.close()
+        codes = {run: p.p.wait(15) for run, p in runs.items()}
+        assert time.monotonic() - t0 < 10
+        for script in CLIENTS:
+            p = runs[script, 'full']
+            assert (codes[script, 'full'], p.stderr()) == (1, f'cannot connect to 127.0.0.1:'
+                                                              f'{ports["full"]}: timed out\n')
+        assert (codes['client.py', 'silent'], runs['client.py', 'silent'].stderr()) == (
+            1, 'no reply within 5 s\n')
+        interactive = runs['interactive_client.py', 'silent']
+        assert codes['interactive_client.py', 'silent'] == 0, interactive.stderr()
+        assert (interactive.stdout(), interactive.stderr()) == ('>>:\n>>:', '(no reply within 5 s)\n')
+    finally:
+        for sock in [full, silent, *queued, *held]:
+            sock.close()
 
 
 def test_client_talks_every_second(start):

@@ -21,6 +21,8 @@ Each feature copies one behaviour, as CPython's source and the platforms' docume
                 reaches; the machine's name gives both, as Windows and macOS do.
   no-default-route  the class's access point gives no route to anywhere: only the class's own
                 network, 10.123.0.1/24, is reached; the machine's name gives 10.123.0.1.
+  short-send    send() takes at most 100 bytes a call, as a busy link's full buffer may: every
+                reply is sent in pieces, each waiting for the socket to be writable again.
   vanish        a client's laptop leaves the network: recv() on its connection raises ETIMEDOUT, as
                 the kernel does once its retransmissions give up. A client that sends VANISH stands
                 for one.
@@ -176,6 +178,15 @@ def offline():
     socket.socket.connect_ex, socket.socket.connect = connect_ex, connect
 
 
+def short_send():
+    real = socket.socket.send
+
+    def send(self, data, *args):
+        return real(self, data[:100], *args)
+
+    socket.socket.send = send
+
+
 def vanish():
     real = socket.socket.recv
 
@@ -190,7 +201,7 @@ def vanish():
 
 FEATURES = {'nt': nt, 'sigint-thread': sigint_thread, 'select512': select512,
             'accept-reset': accept_reset, 'setsockopt': setsockopt, 'rlimit': rlimit,
-            'no-readline': no_readline, 'offline': offline, 'vanish': vanish,
+            'no-readline': no_readline, 'offline': offline, 'vanish': vanish, 'short-send': short_send,
             'two-nets': two_nets, 'no-default-route': no_default_route}
 
 if __name__ == '__main__':
