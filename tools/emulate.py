@@ -201,8 +201,8 @@ def vanish():
 
 FEATURES = {'nt': nt, 'sigint-thread': sigint_thread, 'select512': select512,
             'accept-reset': accept_reset, 'setsockopt': setsockopt, 'rlimit': rlimit,
-            'no-readline': no_readline, 'offline': offline, 'vanish': vanish, 'short-send': short_send,
-            'two-nets': two_nets, 'no-default-route': no_default_route}
+            'no-readline': no_readline, 'offline': offline, 'vanish': vanish,
+            'two-nets': two_nets, 'no-default-route': no_default_route, 'short-send': short_send}
 
 if __name__ == '__main__':
     if sys.argv[1:2] in (['-h'], ['--help']):
