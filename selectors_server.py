@@ -162,8 +162,9 @@ def close_told(older_than):
         if age < older_than:
             break
         try:
-            if told.recv(65536) and age < 10: continue  # its line, dropped
-        except BlockingIOError:
+            while told.recv(65536):  # what it sent, dropped: read on, for its end may follow
+                pass
+        except BlockingIOError:  # it has not gone yet
             if age < 10: continue
         except OSError:
             pass

@@ -684,6 +684,8 @@ def test_select_stdout_gone_is_pythons_error_not_a_lost_client(start):
 def test_select_tells_clients_past_fd_setsize_that_it_is_full(start):
     raise_nofile(1300)
     server = start.server('select_server.py', nofile=(1200, 1200))
+    time.sleep(0.3)  # the readiness probe's connection closes
+    start_fds = descriptors(server.p.pid)
     clients = []
     try:
         for _ in range(1060):
@@ -701,7 +703,9 @@ def test_select_tells_clients_past_fd_setsize_that_it_is_full(start):
     finally:
         for c in clients:
             c.close()
-    server.alive()
+    server.alive()  # its accept() closes those told, now gone, even the one that spoke
+    if start_fds is not None:
+        wait_for(lambda: descriptors(server.p.pid) == start_fds, 'the descriptors to come back')
 
 
 @POSIX_ONLY
@@ -770,6 +774,8 @@ def test_windows_ctrl_break_stops_like_ctrl_c(start, script):
 def test_windows_select_takes_512_sockets(start, script):
     raise_nofile(800)
     server = start.server(script, emulate='nt,select512')
+    time.sleep(0.3)  # the readiness probe's connection closes
+    start_fds = descriptors(server.p.pid)
     clients = []
     try:
         for _ in range(600):
@@ -785,7 +791,9 @@ def test_windows_select_takes_512_sockets(start, script):
         for c in clients:
             c.close()
     time.sleep(0.3)  # the server reads our 600 closes
-    server.alive()
+    server.alive()  # its accept() closes those told, now gone, even the one that spoke
+    if start_fds is not None:
+        wait_for(lambda: descriptors(server.p.pid) == start_fds, 'the descriptors to come back')
 
 
 @needs_linux
