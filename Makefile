@@ -3,6 +3,7 @@
 PYTHON ?= $(shell python -c 'import sys; sys.exit(sys.version_info < (3, 8))' 2>/dev/null \
             && echo python || echo python3)
 PORT ?= 8800
+HOST ?= 127.0.0.1
 
 .DEFAULT_GOAL := help
 .PHONY: help test bench run-nonblocking run-select run-selectors client interactive clean
@@ -17,7 +18,7 @@ help:
 	@echo 'make client            client.py: sends "my client:<pid>" every second'
 	@echo 'make interactive       interactive_client.py: the >>: prompt'
 	@echo 'make clean             remove .venv and caches'
-	@echo 'Variables: PYTHON=$(PYTHON) PORT=$(PORT)'
+	@echo 'Variables: PYTHON=$(PYTHON) HOST=$(HOST) PORT=$(PORT)'
 
 # Use $(PYTHON) when it has pytest; otherwise .venv with pytest in it, made from $(PYTHON) itself:
 # a .venv left from another interpreter is made again, so that PYTHON= is always obeyed.
@@ -35,19 +36,19 @@ bench:
 	$(PYTHON) tools/bench.py --svg crowd.svg
 
 run-nonblocking:
-	$(PYTHON) nonblocking_server.py --port $(PORT)
+	$(PYTHON) nonblocking_server.py --host $(HOST) --port $(PORT)
 
 run-select:
-	$(PYTHON) select_server.py --port $(PORT)
+	$(PYTHON) select_server.py --host $(HOST) --port $(PORT)
 
 run-selectors:
-	$(PYTHON) selectors_server.py --port $(PORT)
+	$(PYTHON) selectors_server.py --host $(HOST) --port $(PORT)
 
 client:
-	$(PYTHON) client.py --port $(PORT)
+	$(PYTHON) client.py --host $(HOST) --port $(PORT)
 
 interactive:
-	$(PYTHON) interactive_client.py --port $(PORT)
+	$(PYTHON) interactive_client.py --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf .venv .pytest_cache __pycache__

@@ -434,6 +434,19 @@ def test_the_address_list_names_the_class_network(start, script, machine, listed
     assert hosts == listed, server.stdout()
 
 
+@pytest.mark.skipif(shutil.which('make') is None, reason='no make')
+@pytest.mark.parametrize('target, script', [('run-nonblocking', 'nonblocking_server.py'),
+                                            ('run-select', 'select_server.py'),
+                                            ('run-selectors', 'selectors_server.py'),
+                                            ('client', 'client.py'),
+                                            ('interactive', 'interactive_client.py')])
+def test_make_targets_take_host_and_port(target, script):
+    """A teacher's `make run-select HOST=0.0.0.0`, a student's `make interactive HOST=...`."""
+    out = subprocess.run(['make', '-s', '-n', target, 'HOST=0.0.0.0', 'PORT=9000'], cwd=HERE,
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.stdout.split()[1:] == [script, '--host', '0.0.0.0', '--port', '9000'], out
+
+
 def test_emulate_help_is_no_error():
     out = subprocess.run([sys.executable, str(HERE / 'tools' / 'emulate.py'), '--help'],
                          capture_output=True, text=True, timeout=TIMEOUT)
