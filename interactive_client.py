@@ -22,8 +22,8 @@ def main():
 
 # TCP keeps no message boundaries: a reply is whole once nothing more comes for QUIET seconds.
 # But a line over 1,024 bytes is answered in pieces, and on Wi-Fi a lost one comes again up to
-# 0.5 s late: while its reply is shorter than the line (select and selectors never answer with
-# fewer bytes, ASCII or Chinese), wait LATE seconds. A shorter line's reply comes in one piece.
+# 0.5 s late, the last one too: its reply is whole after LATE seconds of quiet. A shorter line's
+# reply comes in one piece.
 QUIET, LATE, FIRST = 0.2, 1, 5  # FIRST: seconds to wait for a reply to begin
 
 def setup():
@@ -57,7 +57,7 @@ def recv_reply(client, sent):
             data = client.recv(65536)
             if not data: raise ConnectionResetError
             reply += data
-            client.settimeout(LATE if sent > 1024 and len(reply) < sent else QUIET)
+            client.settimeout(LATE if sent > 1024 else QUIET)
     except socket.timeout:
         pass
     except ConnectionError:  # closed, or reset as our line reached it: what it said first
