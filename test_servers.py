@@ -559,7 +559,7 @@ def test_trace_shows_a_reply_waiting(start, script):
     server = start.server(script, '--trace')
     c = server.connect()
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    flooder = Flooder(c, b'w' * 65536, times=1024, then_shutdown=False, patience=2)
+    flooder = Flooder(c, b'w' * 65536, times=1024, then_shutdown=False, patience=1)
     assert flooder.stalled()
     waiting = {'select_server.py': r'readable: \S+ -> [\d,]+ bytes wait, in wlist',
                'selectors_server.py': r' EVENT_READ -> [\d,]+ bytes wait, EVENT_WRITE'}[script]
