@@ -14,17 +14,16 @@ def main():
     while True:
         msg = input('>>:')
         if not msg: continue
-        client.send(msg.encode())
+        client.sendall(msg.encode())  # fix: send() may take only part of a long line
         data = recv_reply(client, len(msg.encode()))  # fix: a reply comes in pieces: all
         print(data.decode(errors='replace'))  # fix: selectors' b'_SB' may split a character
 
 # ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 
 # TCP keeps no message boundaries: a reply is whole once nothing more comes for QUIET seconds.
-# But a line over 1,024 bytes is answered in pieces, and on Wi-Fi a lost one comes again up to
-# 0.5 s late, the last one too: its reply is whole after LATE seconds of quiet. A shorter line's
-# reply comes in one piece.
-QUIET, LATE, FIRST = 0.2, 1, 5  # FIRST: seconds to wait for a reply to begin
+# A line over 1,024 bytes is answered in pieces, and on Wi-Fi a lost one comes again up to 0.5 s
+# late, the last one too: its reply is whole after LATE seconds of quiet.
+QUIET, LATE, FIRST = 0.2, 1, 5  # FIRST: seconds to wait for a reply to begin, or room to send
 
 def setup():
     """Read the command line; let input() take a long line; on Windows, let Ctrl+Break stop us."""
@@ -64,8 +63,7 @@ def recv_reply(client, sent):
         if reply:  # its line ends in '\n' already: no empty line before ours on stderr
             print(reply.decode(errors='replace').rstrip('\n'))
         raise
-    finally:
-        client.settimeout(None)
+    client.settimeout(FIRST)  # the next line's sendall(): see the end of this file
     if not reply:
         print(f'(no reply within {FIRST} s)', file=sys.stderr)
     return reply
@@ -78,3 +76,5 @@ if __name__ == '__main__':
             print()  # so that the shell's prompt starts on a fresh line
     except ConnectionError:  # reset, broken pipe or closed: the server went away
         sys.exit('connection closed by server')
+    except socket.timeout:  # a line of megabytes: a server stops reading while its reply waits
+        sys.exit(f'line too long: the server took none of it for {FIRST} s, as its reply waits')

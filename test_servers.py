@@ -862,10 +862,12 @@ def run_client(script, port, stdin_text=''):
 
 
 @needs_linux
-def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(start):
+def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(start, tmp_path):
     """A machine that does not answer (a listener whose queue is full drops our SYN, as a
     machine that is off does): one line within 5 s, not the system's two minutes. A server that
-    takes the line and says nothing: client.py stops, the interactive client waits for the next."""
+    takes the line and says nothing: client.py stops, the interactive client waits for the next.
+    A line of 24 MB to select_server: the server stops reading while its reply waits, and the
+    interactive client reads only once its line is sent; one line after 5 s, not a hang."""
     full = socket.create_server(('127.0.0.1', 0), backlog=0)
     silent = socket.create_server(('127.0.0.1', 0))
     queued = []
@@ -889,7 +891,14 @@ def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(st
         for p in runs.values():
             p.p.stdin.write(b'hi\n')
             p.p.stdin.close()
+        server = start.server('select_server.py')
+        (tmp_path / 'long').write_bytes(b'hi\n' + b'x' * (24 << 20) + b'\nok\n')
+        with open(tmp_path / 'long', 'rb') as long:
+            too_long = start('interactive_client.py', '--port', str(server.port), stdin=long)
         codes = {run: p.p.wait(15) for run, p in runs.items()}
+        assert too_long.p.wait(15) == 1
+        assert (too_long.stdout(), too_long.stderr()) == ('>>:HI\n>>:', 'line too long: the server '
+                                                          'took none of it for 5 s, as its reply waits\n')
         assert time.monotonic() - t0 < 10
         for script in CLIENTS:
             p = runs[script, 'full']
@@ -1017,6 +1026,30 @@ def test_interactive_client_waits_for_a_long_lines_last_piece(late, shown):
     threading.Thread(target=serve, daemon=True).start()
     out = run_client('interactive_client.py', listener.getsockname()[1], 'x' * 3000 + '\nok\n')
     assert out.stdout.decode() == '>>:' + shown + '\n>>:', out.stdout[-40:]
+
+
+def test_interactive_client_sends_a_long_line_whole():
+    """send() takes what the socket's buffers hold at once: to a server slow to read (busy, or
+    on Wi-Fi) the chapter's client sent part of a long line, and the rest was lost unsaid."""
+    listener = socket.create_server(('127.0.0.1', 0))
+
+    def serve():
+        with listener, listener.accept()[0] as conn:
+            time.sleep(0.5)  # busy: the line waits in the buffers meanwhile
+            conn.settimeout(0.5)
+            got = 0
+            try:
+                while got < 4 << 20:
+                    got += len(conn.recv(1 << 20))
+            except socket.timeout:
+                pass
+            conn.sendall(b'got %d' % got)
+            conn.settimeout(TIMEOUT)
+            conn.recv(65536)  # till the client has gone
+
+    threading.Thread(target=serve, daemon=True).start()
+    out = run_client('interactive_client.py', listener.getsockname()[1], 'x' * (4 << 20) + '\n')
+    assert out.stdout.decode() == '>>:got 4194304\n>>:', out.stdout[-40:]
 
 
 def test_interactive_client_shows_a_character_split_by_selectors(start):
