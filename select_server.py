@@ -55,7 +55,9 @@ def main():
 # Windows: Ctrl-C waits till select() returns (see README); select() watches 512 sockets a list.
 TIMEOUT, WALL = (0.5, 512) if os.name == 'nt' else (None, 1024)  # Elsewhere: descriptors < 1024
 WIDTH = 80 - 10  # the columns for a client's text: a projector's 80, less '接收消息: '
-ESCAPED = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(127, 160), *range(0xDC80, 0xDD00)]}
+# What repr() escapes of these: controls, invalid bytes, and what turns text round (U+202E)
+ESCAPED = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(127, 160), *range(0x2000, 0x2070),
+                                            0xFEFF, *range(0xDC80, 0xDD00)]}
 pending = {}  # decode()'s memory: conn -> the start of a character that its recv() cut
 refused = {}  # server_full()'s: each conn told so -> when; kept open till it has read it
 names = {}  # trace()'s: conn -> 'ip:port', kept for the line that says it closed
@@ -69,6 +71,7 @@ def setup():
     parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
     parser.add_argument('--trace', action='store_true', help='say what each select() woke us for')
     args = parser.parse_args()
+    sys.stdout.reconfigure(encoding='utf-8')  # Windows: cp1252 into a file or Git Bash
     if not 0 <= args.port <= 65535:
         parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
@@ -177,13 +180,14 @@ def close_told(older_than):
     Closed at once, with its line unread, its socket would send a reset, which may come first."""
     for told in list(refused):  # the oldest first
         age = time.monotonic() - refused[told]
-        if age < older_than:
+        crowded = len(refused) > WALL  # a connect-and-close flood: keep WALL, or run out of fds
+        if age < older_than and not crowded:
             break
         try:
             while told.recv(65536):  # what it sent, dropped: read on, for its end may follow
                 pass
         except BlockingIOError:  # it has not gone yet
-            if age < 10: continue
+            if age < 10 and not crowded: continue
         except OSError:
             pass
         told.close()

@@ -159,13 +159,14 @@ def close_told(older_than):
     Closed at once, with its line unread, its socket would send a reset, which may come first."""
     for told in list(refused):  # the oldest first
         age = time.monotonic() - refused[told]
-        if age < older_than:
+        crowded = len(refused) > WALL  # a connect-and-close flood: keep WALL, or run out of fds
+        if age < older_than and not crowded:
             break
         try:
             while told.recv(65536):  # what it sent, dropped: read on, for its end may follow
                 pass
         except BlockingIOError:  # it has not gone yet
-            if age < 10: continue
+            if age < 10 and not crowded: continue
         except OSError:
             pass
         told.close()

@@ -648,16 +648,19 @@ def test_select_returns_invalid_utf8_unchanged(start):
 
 
 def test_select_shows_control_characters_escaped(start):
-    """A client that sends terminal escapes can't clear or retitle the server's terminal."""
-    server = start.server('select_server.py', env={'PYTHONUNBUFFERED': '1'})
-    sent = '\x1b[2J\x1b]0;owned\x07hi\r\n\x08\x08\t你好\x7f\x85é'.encode()
+    """A client that sends terminal escapes can't clear or retitle the server's terminal, nor
+    turn its text round (U+202E). With stdout in cp1252, as Windows has it in a file or Git
+    Bash, '接收消息' would not encode: the server writes UTF-8."""
+    server = start.server('select_server.py', env={'PYTHONUNBUFFERED': '1',
+                                                   'PYTHONIOENCODING': 'cp1252'})
+    sent = '\x1b[2J\x1b]0;owned\x07hi\r\n\x08\x08\t你好\x7f\x85é\u202e—\u200b'.encode()
     with server.connect() as c:
         c.sendall(sent)
         expected = sent.decode().upper().encode()  # the reply is what it always was
         assert recv_exactly(c, len(expected)) == expected
-    line = '接收消息: \\x1b[2J\\x1b]0;owned\\x07hi\\r\\n\\x08\\x08\\t你好\\x7f\\x85é\n'
+    line = '接收消息: \\x1b[2J\\x1b]0;owned\\x07hi\\r\\n\\x08\\x08\\t你好\\x7f\\x85é\\u202e—\\u200b\n'
     wait_for(lambda: line in server.stdout(), 'the escaped line')
-    for raw in '\x1b\x07\r\x08\t\x7f\x85':  # a tab, too, would widen the line
+    for raw in '\x1b\x07\r\x08\t\x7f\x85\u202e\u200b':  # a tab, too, would widen the line
         assert raw not in server.stdout()
 
 
@@ -719,6 +722,25 @@ def test_select_tells_clients_past_fd_setsize_that_it_is_full(start):
     server.alive()  # its accept() closes those told, now gone, even the one that spoke
     if start_fds is not None:
         wait_for(lambda: descriptors(server.p.pid) == start_fds, 'the descriptors to come back')
+
+
+@POSIX_ONLY
+def test_select_outlives_a_connect_and_close_flood_past_its_wall(start):
+    """A student's loop connects and closes as fast as it can, past select()'s wall: each told
+    waits to be closed, and kept 10 s, 2,500 of them took the last descriptors (the limit here
+    2,400, macOS's 10,240) and accept()'s 'Too many open files' stopped the server."""
+    raise_nofile(2600)
+    server = start.server('select_server.py', nofile=(2400, 2400))
+    clients = [server.connect() for _ in range(1030)]
+    try:
+        for _ in range(2500):
+            with socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT):
+                pass
+        assert round_trip(clients[0], 'select_server.py', b'still served')
+    finally:
+        for c in clients:
+            c.close()
+    server.alive()
 
 
 @POSIX_ONLY
