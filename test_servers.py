@@ -726,9 +726,10 @@ def test_select_tells_clients_past_fd_setsize_that_it_is_full(start):
 
 @POSIX_ONLY
 def test_select_outlives_a_connect_and_close_flood_past_its_wall(start):
-    """A student's loop connects and closes as fast as it can, past select()'s wall: each told
-    waits to be closed, and kept 10 s, 2,500 of them took the last descriptors (the limit here
-    2,400, macOS's 10,240) and accept()'s 'Too many open files' stopped the server."""
+    """A student's loop connects and closes as fast as it can, past select()'s wall. Each
+    latecomer told so stayed open till it had gone or for 10 s: 2,500 of them took the last
+    descriptors (2,400 here, macOS's 10,240), and accept()'s 'Too many open files' stopped the
+    server for everyone."""
     raise_nofile(2600)
     server = start.server('select_server.py', nofile=(2400, 2400))
     clients = [server.connect() for _ in range(1030)]
