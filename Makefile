@@ -22,6 +22,7 @@ help:
 
 # Use $(PYTHON) when it has pytest; otherwise .venv with pytest in it, made from $(PYTHON) itself:
 # a .venv left from another interpreter is made again, so that PYTHON= is always obeyed.
+# `--half both`: the tests in two halves side by side, about a minute rather than two (conftest.py).
 test:
 	@if $(PYTHON) -c 'import pytest' 2>/dev/null; then py='$(PYTHON)'; else \
 	    want=$$($(PYTHON) -c 'import sys; print(sys.version)'); \
@@ -30,7 +31,7 @@ test:
 	        echo '$(PYTHON) has no pytest: installing it in .venv'; rm -rf .venv; \
 	        $(PYTHON) -m venv .venv && .venv/bin/python -m pip install -q pytest || exit 1; \
 	    fi; py=.venv/bin/python; fi; \
-	$$py -m pytest -q -rs test_servers.py
+	$$py -m pytest -q -rs --half both test_servers.py
 
 bench:
 	$(PYTHON) tools/bench.py --svg crowd.svg

@@ -4,6 +4,7 @@ import os
 import re
 import socket
 import subprocess
+import tempfile
 import time
 import unicodedata
 
@@ -184,3 +185,56 @@ def start(tmp_path):
 @pytest.fixture(params=SERVERS)
 def server(request, start):
     return start.server(request.param)
+
+
+# ---- `make test`: the tests in two halves at once, one a core, about a minute rather than two ----
+# Most tests wait on a server, not on a core. `--half both` runs every other test here and starts
+# `pytest --half 2` beside it for the rest; its output is shown, and its result counted, at the end.
+other_half = None  # that pytest, while it runs
+other_output = None  # its output, in a temporary file
+NO_TESTS = 5  # pytest's exit status when -k leaves a half nothing to run
+
+
+def pytest_addoption(parser):
+    parser.addoption('--half', choices=['1', '2', 'both'],
+                     help='run every other test (1 or 2), or both halves at once (both)')
+
+
+def pytest_collection_modifyitems(config, items):
+    half = config.getoption('half')
+    if half == '2':
+        items[:] = items[1::2]
+    elif half:
+        items[:] = items[0::2]
+
+
+def pytest_sessionstart(session):
+    global other_half, other_output
+    if session.config.getoption('half') != 'both':
+        return
+    args = list(session.config.invocation_params.args)
+    if '--half=both' in args:
+        args.remove('--half=both')
+    else:  # `--half both`, as the Makefile writes it
+        del args[args.index('--half'):args.index('--half') + 2]
+    other_output = tempfile.TemporaryFile('w+', encoding='utf-8')
+    # Started as the scripts are, so that Ctrl-C reaches it too.
+    other_half = harness.start(['-m', 'pytest', '--half', '2', '-p', 'no:cacheprovider', *args],
+                               stdout=other_output, stderr=subprocess.STDOUT)
+
+
+def pytest_sessionfinish(session):
+    if other_half is None:
+        return
+    status = other_half.wait()
+    if status not in (0, NO_TESTS) and session.exitstatus in (0, NO_TESTS):
+        session.exitstatus = status
+
+
+def pytest_terminal_summary(terminalreporter):
+    if other_output is None:
+        return
+    other_output.seek(0)
+    terminalreporter.section('the other half of the tests, run beside these')
+    terminalreporter.write(other_output.read())
+    other_output.close()

@@ -217,6 +217,28 @@ def test_a_client_that_never_reads_costs_no_one_else(server):
     server.alive()
 
 
+def test_a_paused_terminal_pauses_the_server_for_everyone(start):
+    """README's "Don't click in the server's window": a server whose output nobody takes (a
+    selection in Windows' console, Ctrl-S in a terminal) waits in print(), and every student with
+    it. Once its output is taken again, each waiting reply comes."""
+    server = start.server('select_server.py', stdout=subprocess.PIPE)
+    chatty, other = server.connect(timeout=0.5), server.connect(timeout=0.5)
+    sent = 0
+    try:  # each message prints a line of about 90 bytes: the pipe's 64 KiB fill within 2,000
+        while sent < 2000:
+            round_trip(chatty, 'select_server.py', b'x' * 1000)
+            sent += 1
+    except socket.timeout:
+        pass
+    assert sent < 2000, 'the server still replied with its output unread'
+    other.sendall(b'are you there?')
+    with pytest.raises(socket.timeout):
+        other.recv(1024)
+    threading.Thread(target=server.p.stdout.read, daemon=True).start()  # Esc, or Ctrl-Q
+    other.settimeout(TIMEOUT)
+    assert recv_exactly(other, 14) == b'ARE YOU THERE?'
+
+
 @pytest.mark.parametrize('script', MULTIPLEXED)
 def test_non_reading_client_gets_every_byte_in_order(start, script):
     """12 MB, far more than the socket buffers hold, sent without reading: the server's replies
@@ -1315,6 +1337,20 @@ def at_a_terminal(script, *args):
     return p, master
 
 
+def waiting(pid):
+    """Until the process waits in the kernel, as for a key at its prompt, or 0.3 s without /proc."""
+    deadline = time.monotonic() + TIMEOUT
+    time.sleep(0.05)
+    try:
+        while time.monotonic() < deadline:
+            with open(f'/proc/{pid}/wchan') as f:
+                if f.read() not in ('', '0'):  # '0': running
+                    return
+            time.sleep(0.02)
+    except OSError:
+        time.sleep(0.3)
+
+
 def read_terminal(master, until, timeout=TIMEOUT):
     """What the terminal shows, until `until` is in it."""
     seen = b''
@@ -1343,7 +1379,7 @@ def test_ctrl_c_leaves_the_shell_a_fresh_line(start, script):
             read_terminal(master, b"b'MY CLIENT:")
         # A person presses Ctrl-C a moment after the prompt, not within the microseconds between
         # readline's prompt and its select(): a signal there waits for the next key (CPython's).
-        time.sleep(0.3)
+        waiting(p.pid)
         os.write(master, b'\x03')  # Ctrl-C, typed: the terminal says ^C and interrupts
         assert p.wait(TIMEOUT) == 0
         shown = read_terminal(master, b'\r\n', timeout=1)
