@@ -43,8 +43,7 @@ loop = {'passes': 0, 'since': time.monotonic()}  # trace()'s memory: passes sinc
 names = {}  # trace()'s: each conn in con_list at its last line -> 'ip:port'
 
 def setup():
-    """Read the command line, check the port, tell a class where to connect, lift the file
-    limit, and let Ctrl+Break stop us as Ctrl-C does."""
+    """The command line; then what a class, a port in use and each platform need of us."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1', help='the address to listen on; '
                         '0.0.0.0: every address, for a class (default: %(default)s)')
@@ -76,9 +75,8 @@ def setup():
     return args
 
 def students(port):
-    """The students' command at each IPv4 address of ours, the default route's first. A UDP
-    connect() sends nothing: it finds our address on the way to anywhere, or a private range."""
-    found = []
+    """The students' command at each IPv4 address of ours, the default route's first."""
+    found = []  # a UDP connect() sends nothing: it finds our address on the way to each of these
     for there in ('192.0.2.1', '10.0.0.1', '172.16.0.1', '192.168.0.1'):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             if probe.connect_ex((there, 9)) == 0:

@@ -63,8 +63,7 @@ refused = {}  # server_full()'s: each conn told so -> when; kept open till it ha
 names = {}  # trace()'s: conn -> 'ip:port', kept for the line that says it closed
 
 def setup():
-    """Read the command line, check the port, tell a class where to connect, lift the file
-    limit, and let Ctrl+Break stop us as Ctrl-C does."""
+    """The command line; then what a class, a port in use and each platform need of us."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1', help='the address to listen on; '
                         '0.0.0.0: every address, for a class (default: %(default)s)')
@@ -96,9 +95,8 @@ def setup():
     return args
 
 def students(port):
-    """The students' command at each IPv4 address of ours, the default route's first. A UDP
-    connect() sends nothing: it finds our address on the way to anywhere, or a private range."""
-    found = []
+    """The students' command at each IPv4 address of ours, the default route's first."""
+    found = []  # a UDP connect() sends nothing: it finds our address on the way to each of these
     for there in ('192.0.2.1', '10.0.0.1', '172.16.0.1', '192.168.0.1'):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             if probe.connect_ex((there, 9)) == 0:
@@ -128,23 +126,20 @@ def decode(conn, msg):
     return text
 
 def send(conn, data, outbuf):
-    """conn.send(data); what the socket can't take now waits in outbuf[conn]. True: all gone,
-    or conn has (the next recv() finds that out, and closes it)."""
+    """conn.send(data), and the rest waits in outbuf[conn]: False if some waits."""
     try:
         sent = conn.send(data)
     except BlockingIOError:
         sent = 0
-    except OSError:
-        return True
+    except OSError:  # conn has gone: the next recv() finds that out, and closes it
+        sent = len(data)
     if sent < len(data):
         outbuf[conn] = data[sent:]
-        return False
-    return True
+    return sent == len(data)
 
 def shown(text):
-    """A client's text as a projector should show it: control characters escaped, so that
-    \\x1b[2J can't clear our screen (CWE-150), in one row of 80 columns, where a Chinese
-    character takes two; cut to that, with its size."""
+    """A client's text for a projector: escaped, so that \\x1b[2J can't clear our screen, in one
+    row of 80 columns, where a Chinese character takes two; if cut, with its size."""
     if len(text) <= WIDTH and text.isascii() and text.isprintable():
         return text  # the usual line
     size = f'… ({len(text.encode("utf-8", "surrogateescape")):,} bytes)'
@@ -157,8 +152,7 @@ def shown(text):
     return text[:len(widths)] + size
 
 def server_full(conn, addr, watched):
-    """Past select()'s wall, select() would raise ValueError on every call: tell this client so
-    in one line, and serve the rest."""
+    """Past select()'s wall, where select() raises ValueError: tell this client so, in a line."""
     if (watched if os.name == 'nt' else conn.fileno()) < WALL:
         close_told(0)  # one served: and those told, once they have gone, are closed
         return False

@@ -70,8 +70,7 @@ refused = {}  # server_full()'s: each conn told so -> when; kept open till it ha
 names = {}  # trace()'s: conn -> 'ip:port', kept for the line that says it closed
 
 def setup():
-    """Read the command line, check the port, tell a class where to connect, lift the file
-    limit, and let Ctrl+Break stop us as Ctrl-C does."""
+    """The command line; then what a class, a port in use and each platform need of us."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1', help='the address to listen on; '
                         '0.0.0.0: every address, for a class (default: %(default)s)')
@@ -103,9 +102,8 @@ def setup():
     return args
 
 def students(port):
-    """The students' command at each IPv4 address of ours, the default route's first. A UDP
-    connect() sends nothing: it finds our address on the way to anywhere, or a private range."""
-    found = []
+    """The students' command at each IPv4 address of ours, the default route's first."""
+    found = []  # a UDP connect() sends nothing: it finds our address on the way to each of these
     for there in ('192.0.2.1', '10.0.0.1', '172.16.0.1', '192.168.0.1'):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             if probe.connect_ex((there, 9)) == 0:
@@ -121,18 +119,16 @@ def students(port):
     return lines or ['no network address found: is this machine on a network?']
 
 def send(conn, data, outbuf):
-    """conn.send(data); what the socket can't take now waits in outbuf[conn]. True: all gone,
-    or conn has (the next recv() finds that out, and closes it)."""
+    """conn.send(data), and the rest waits in outbuf[conn]: False if some waits."""
     try:
         sent = conn.send(data)
     except BlockingIOError:
         sent = 0
-    except OSError:
-        return True
+    except OSError:  # conn has gone: the next recv() finds that out, and closes it
+        sent = len(data)
     if sent < len(data):
         outbuf[conn] = data[sent:]
-        return False
-    return True
+    return sent == len(data)
 
 def server_full(sel, conn, addr):
     """Past select()'s wall, where selectors uses it (Windows), SelectSelector's select() would

@@ -1,5 +1,6 @@
 """Run the real scripts as processes and talk to them over real sockets on free ports."""
 import argparse
+import errno
 import functools
 import io
 import json
@@ -332,6 +333,9 @@ def test_a_port_in_use_is_one_line(start, script):
     # Linux says 'Address already in use', macOS the same, Windows 'Only one usage of each ...'
     assert p.stderr().startswith(f'cannot listen on 127.0.0.1:{port}: '), p.stderr()
     assert p.stderr().endswith(': is another server still running?\n'), p.stderr()
+    if os.name != 'nt':  # the system's words and nothing else, such as the address again
+        said = os.strerror(errno.EADDRINUSE)
+        assert p.stderr() == f'cannot listen on 127.0.0.1:{port}: {said}: is another server still running?\n'
     assert p.stderr().count('\n') == 1 and p.stdout() == ''
 
 
