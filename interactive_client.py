@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The select and selectors sections' client: send each line typed at '>>:' and print the reply."""
 import socket
-import argparse, os, signal, sys  # for the plumbing below the lesson
+import argparse, os, select, signal, sys  # for the plumbing below the lesson
 
 def main():
     args = setup()
@@ -35,8 +35,7 @@ def setup():
     args = parser.parse_args()
     if not 0 <= args.port <= 65535:
         parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
-    # A terminal keeps at most 4,095 bytes of a line for input(); readline takes a long paste
-    # whole (Windows' console does that itself).
+    # readline: input() takes a paste past a terminal's 4,095 bytes (Windows' console does so)
     try:
         import readline  # noqa: F401
     except ImportError:
@@ -47,10 +46,13 @@ def setup():
     return args
 
 def recv_reply(client, sent):
-    """The whole reply to `sent` bytes, b'' if none came. If the server closed, print what it
-    said first (such as 'server full: ...') and raise ConnectionResetError."""
+    """The whole reply to `sent` bytes, however late it begins. If the server closed, print what
+    it said first (such as 'server full: ...') and raise ConnectionResetError."""
+    if not select.select([client], [], [], FIRST)[0]:  # a server held (see README): wait on
+        print(f'(no reply within {FIRST} s: waiting on; Ctrl-C quits)', file=sys.stderr)
+        while not select.select([client], [], [], FIRST)[0]:  # FIRST: Windows' Ctrl-C gets in
+            pass
     reply = b''
-    client.settimeout(FIRST)
     try:
         while True:
             data = client.recv(65536)
@@ -64,8 +66,6 @@ def recv_reply(client, sent):
             print(reply.decode(errors='replace').rstrip('\n'))
         raise
     client.settimeout(FIRST)  # the next line's sendall(): see the end of this file
-    if not reply:
-        print(f'(no reply within {FIRST} s)', file=sys.stderr)
     return reply
 
 if __name__ == '__main__':

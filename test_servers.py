@@ -914,7 +914,9 @@ def run_client(script, port, stdin_text=''):
 def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(start, tmp_path):
     """A machine that does not answer (a listener whose queue is full drops our SYN, as a
     machine that is off does): one line within 5 s, not the system's two minutes. A server that
-    takes the line and says nothing: client.py stops, the interactive client waits for the next.
+    takes the line and says nothing: client.py stops; the interactive client says so after 5 s
+    and waits on, as for a server held by a click in its window, and prints the late reply; on
+    Windows (emulated), where Ctrl-C waits for select() to return, it still stops, within 5 s or so.
     A line of 24 MB to select_server: the server stops reading while its reply waits, and the
     interactive client reads only once its line is sent; one line after 5 s, not a hang."""
     full = socket.create_server(('127.0.0.1', 0), backlog=0)
@@ -928,7 +930,7 @@ def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(st
     held = []
 
     def hold():  # take each client's connection, and say nothing
-        for _ in CLIENTS:
+        for _ in range(len(CLIENTS) + 1):
             held.append(silent.accept()[0])
 
     threading.Thread(target=hold, daemon=True).start()
@@ -937,13 +939,28 @@ def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(st
         ports = {'full': full.getsockname()[1], 'silent': silent.getsockname()[1]}
         runs = {(script, where): start(script, '--port', str(port), stdin=subprocess.PIPE)
                 for script in CLIENTS for where, port in ports.items()}
+        windows = start('interactive_client.py', '--port', str(ports['silent']),
+                        stdin=subprocess.PIPE, emulate='nt,sigint-thread')
         for p in runs.values():
             p.p.stdin.write(b'hi\n')
             p.p.stdin.close()
+        windows.p.stdin.write(b'win\n')
+        windows.p.stdin.close()
         server = start.server('select_server.py')
         (tmp_path / 'long').write_bytes(b'hi\n' + b'x' * (24 << 20) + b'\nok\n')
         with open(tmp_path / 'long', 'rb') as long:
             too_long = start('interactive_client.py', '--port', str(server.port), stdin=long)
+        interactive = runs['interactive_client.py', 'silent']
+        wait_for(lambda: 'waiting on' in interactive.stderr(), 'the client to say it waits', 7)
+        time.sleep(0.5)  # waiting on: it has not given up, nor gone on to its next line
+        assert interactive.p.poll() is None and interactive.stdout() == '>>:'
+        wait_for(lambda: 'waiting on' in windows.stderr(), 'the Windows client to wait', 2)
+        t1 = time.monotonic()
+        windows.p.send_signal(signal.SIGINT)  # Ctrl-C while it waits on: see the end
+        for sock in held:  # the held server answers at last: the interactive client's line
+            sock.settimeout(TIMEOUT)
+            if sock.recv(100) == b'hi':  # not client.py's 'my client:<pid>', nor 'win'
+                sock.sendall(b'HI')
         codes = {run: p.p.wait(15) for run, p in runs.items()}
         assert too_long.p.wait(15) == 1
         assert (too_long.stdout(), too_long.stderr()) == ('>>:HI\n>>:', 'line too long: the server '
@@ -955,9 +972,11 @@ def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(st
                                                               f'{ports["full"]}: timed out\n')
         assert (codes['client.py', 'silent'], runs['client.py', 'silent'].stderr()) == (
             1, 'no reply within 5 s\n')
-        interactive = runs['interactive_client.py', 'silent']
         assert codes['interactive_client.py', 'silent'] == 0, interactive.stderr()
-        assert (interactive.stdout(), interactive.stderr()) == ('>>:\n>>:', '(no reply within 5 s)\n')
+        assert (interactive.stdout(), interactive.stderr()) == (
+            '>>:HI\n>>:', '(no reply within 5 s: waiting on; Ctrl-C quits)\n')
+        assert windows.p.wait(max(0.1, 7 - (time.monotonic() - t1))) == 0  # its next wake-up: 5 s
+        assert 'Traceback' not in windows.stderr()
     finally:
         for sock in [full, silent, *queued, *held]:
             sock.close()
