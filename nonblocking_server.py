@@ -7,7 +7,7 @@ import argparse, errno, os, signal, sys, time  # for the plumbing below the less
 def main():
     args = setup()
     server = socket.socket()
-    if os.name != 'nt': server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fix: README
+    if os.name != 'nt': server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fix: rebind
     server.bind((args.host, args.port))
     server.listen()
     server.setblocking(False)

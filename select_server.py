@@ -7,7 +7,7 @@ import argparse, codecs, errno, os, signal, sys, time, unicodedata  # for the pl
 def main():
     args = setup()
     server = socket.socket()
-    if os.name != 'nt': server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fix: README
+    if os.name != 'nt': server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fix: rebind
     server.bind((args.host, args.port))
     server.listen(1024)  # fix: the chapter's listen(5) drops connects when a class joins at once
     server.setblocking(False)  # 設置為非阻塞
@@ -32,15 +32,15 @@ def main():
                 try:
                     conn = sk
                     msg = conn.recv(1024)  # fix: bytes first, decoded below
-                except OSError:  # 客戶端關閉則刪除conn(windows). fix: any socket error, and
-                    msg = b''  # fix: it ends conn as a close does, with print() out of the try
+                except OSError:  # 客戶端關閉則刪除conn(windows). fix: any socket error
+                    msg = b''  # fix: ends conn below, as a close does; keeps print() out of the try
                 if not msg:  # 客戶端關閉則刪除conn(linux)
                     conn.close()
                     rlist.remove(conn)  # fix: the chapter said rlist.remove(sock)
                     continue
                 msg = decode(conn, msg)  # fix: a character split between recv()s waits for its rest
                 print(f'接收消息: {shown(msg)}')  # fix: escaped, on one short line (see shown)
-                reply = msg.upper().encode('utf-8', 'surrogateescape')
+                reply = msg.upper().encode('utf-8', 'surrogateescape')  # fix: non-UTF-8 as it came
                 if not send(conn, reply, outbuf):  # fix: the rest waits; conn goes to wlist
                     rlist.remove(conn)
                     wlist.append(conn)

@@ -8,7 +8,7 @@ import argparse, errno, os, signal, sys, time  # for the plumbing below the less
 def main():
     args = setup()
     sock = socket.socket()
-    if os.name != 'nt': sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fix: README
+    if os.name != 'nt': sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fix: rebind
     sock.bind((args.host, args.port))
     sock.listen(1024)  # fix: the chapter's listen(5) drops connects when a class joins at once
     sock.setblocking(False)
