@@ -30,8 +30,8 @@ def setup():
     parser.add_argument('--port', type=int, default=8800,
                         help="the server's TCP port (default: %(default)s)")
     args = parser.parse_args()
-    if not 0 <= args.port <= 65535:
-        parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
+    if not 1 <= args.port <= 65535:  # no server listens on port 0
+        parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
     # Line by line even into a pipe or a file: a client's output is watched as it happens.
     sys.stdout.reconfigure(line_buffering=True)
     if os.name == 'nt':  # Ctrl+Break stops us as Ctrl-C does

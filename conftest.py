@@ -148,8 +148,9 @@ def recv_until_eof(sock, within=30):
 
 
 def columns(line):
-    """How many columns a terminal gives a line: East Asian wide and full-width characters two."""
-    return sum(2 if unicodedata.east_asian_width(c) in 'WF' else 1 for c in line)
+    """How many columns a terminal gives a line: East Asian wide and full-width characters two,
+    and ambiguous ones (“, …, é) two as well, as a Chinese Windows console draws them."""
+    return sum(2 if unicodedata.east_asian_width(c) in 'WFA' else 1 for c in line)
 
 
 def peer(sock):

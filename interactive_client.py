@@ -33,8 +33,8 @@ def setup():
     parser.add_argument('--port', type=int, default=8800,
                         help="the server's TCP port (default: %(default)s)")
     args = parser.parse_args()
-    if not 0 <= args.port <= 65535:
-        parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
+    if not 1 <= args.port <= 65535:  # no server listens on port 0
+        parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
     # readline: input() takes a paste past a terminal's 4,095 bytes (Windows' console does so)
     try:
         import readline  # noqa: F401

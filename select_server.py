@@ -71,8 +71,8 @@ def setup():
     parser.add_argument('--trace', action='store_true', help='say what each select() woke us for')
     args = parser.parse_args()
     sys.stdout.reconfigure(encoding='utf-8')  # Windows: cp1252 into a file or Git Bash
-    if not 0 <= args.port <= 65535:
-        parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
+    if not 1 <= args.port <= 65535:  # 0, "any free port", is one nobody could be told
+        parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
         if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -139,12 +139,13 @@ def send(conn, data, outbuf):
 
 def shown(text):
     """A client's text for a projector: escaped, so that \\x1b[2J can't clear our screen, in one
-    row of 80 columns, where a Chinese character takes two; if cut, with its size."""
+    row of 80 columns, where a Chinese character takes two, as does what a Chinese console draws
+    wide (East Asian "ambiguous": “, …, é); if cut, with its size."""
     if len(text) <= WIDTH and text.isascii() and text.isprintable():
         return text  # the usual line
-    size = f'… ({len(text.encode("utf-8", "surrogateescape")):,} bytes)'
+    size = f'... ({len(text.encode("utf-8", "surrogateescape")):,} bytes)'
     text = text.translate(ESCAPED)
-    widths = [2 if unicodedata.east_asian_width(c) in 'WF' else 1 for c in text[:WIDTH + 1]]
+    widths = [2 if unicodedata.east_asian_width(c) in 'WFA' else 1 for c in text[:WIDTH + 1]]
     if sum(widths) <= WIDTH:
         return text
     while sum(widths) > WIDTH - len(size):

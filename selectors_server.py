@@ -78,8 +78,8 @@ def setup():
     parser.add_argument('--trace', action='store_true',
                         help='say what each sel.select() woke us for')
     args = parser.parse_args()
-    if not 0 <= args.port <= 65535:
-        parser.error(f'argument --port: {args.port} is not a port: 0 to 65535')
+    if not 1 <= args.port <= 65535:  # 0, "any free port", is one nobody could be told
+        parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
         if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -690,8 +690,8 @@ def test_select_shows_control_characters_escaped(start):
         assert raw not in server.stdout()
 
 
-@pytest.mark.parametrize('text', ['A' * 1024, '你好' * 150 + '\x1b[2J', 'a你' * 100],
-                         ids=['ASCII', 'Chinese', 'mixed'])
+@pytest.mark.parametrize('text', ['A' * 1024, '你好' * 150 + '\x1b[2J', 'a你' * 100,
+                                  '“你”…é' * 40], ids=['ASCII', 'Chinese', 'mixed', 'ambiguous'])
 def test_select_prints_a_long_message_in_one_row_of_80_columns(start, text):
     """A projector's terminal is 80 columns: a longer message is cut, with its full size; a
     Chinese character takes two columns."""
@@ -701,7 +701,7 @@ def test_select_prints_a_long_message_in_one_row_of_80_columns(start, text):
         round_trip(c, 'select_server.py', data)
     wait_for(lambda: '接收消息' in server.stdout(), 'the line')
     line = server.stdout().splitlines()[-1]
-    assert columns(line) in (79, 80) and line.endswith(f'… ({len(data):,} bytes)'), line
+    assert columns(line) in (79, 80) and line.endswith(f'... ({len(data):,} bytes)'), line
     assert line.startswith('接收消息: ' + text[:10])
 
 
@@ -1018,12 +1018,14 @@ def test_client_with_a_bad_address_says_so(script):
     assert out.stderr.count('\n') == 1, out.stderr
 
 
+@pytest.mark.parametrize('port', ['70000', '0'])
 @pytest.mark.parametrize('script', SERVERS + CLIENTS)
-def test_a_port_past_65535_is_a_usage_error(script):
-    out = subprocess.run([sys.executable, str(HERE / script), '--port', '70000'],
+def test_a_port_outside_1_to_65535_is_a_usage_error(script, port):
+    """70000 is no port; 0 asks for any free one, which the students' line could not name."""
+    out = subprocess.run([sys.executable, str(HERE / script), '--port', port],
                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert out.returncode == 2 and 'Traceback' not in out.stderr, out.stderr
-    assert out.stderr.startswith('usage: ') and '70000 is not a port: 0 to 65535' in out.stderr
+    assert out.stderr.startswith('usage: ') and f'{port} is not a port: 1 to 65535' in out.stderr
 
 
 def full_server():
