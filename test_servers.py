@@ -951,10 +951,10 @@ def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(st
         with open(tmp_path / 'long', 'rb') as long:
             too_long = start('interactive_client.py', '--port', str(server.port), stdin=long)
         interactive = runs['interactive_client.py', 'silent']
-        wait_for(lambda: 'waiting on' in interactive.stderr(), 'the client to say it waits', 7)
+        wait_for(lambda: 'waiting on' in interactive.stderr(), 'the client to say it waits', 10)
         time.sleep(0.5)  # waiting on: it has not given up, nor gone on to its next line
         assert interactive.p.poll() is None and interactive.stdout() == '>>:'
-        wait_for(lambda: 'waiting on' in windows.stderr(), 'the Windows client to wait', 2)
+        wait_for(lambda: 'waiting on' in windows.stderr(), 'the Windows client to wait', 5)
         t1 = time.monotonic()
         windows.p.send_signal(signal.SIGINT)  # Ctrl-C while it waits on: see the end
         for sock in held:  # the held server answers at last: the interactive client's line
@@ -965,7 +965,7 @@ def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(st
         assert too_long.p.wait(15) == 1
         assert (too_long.stdout(), too_long.stderr()) == ('>>:HI\n>>:', 'line too long: the server '
                                                           'took none of it for 5 s, as its reply waits\n')
-        assert time.monotonic() - t0 < 10
+        assert time.monotonic() - t0 < 15  # not the system's two minutes, on a loaded machine too
         for script in CLIENTS:
             p = runs[script, 'full']
             assert (codes[script, 'full'], p.stderr()) == (1, f'cannot connect to 127.0.0.1:'
@@ -975,7 +975,7 @@ def test_clients_give_up_after_5_s_on_a_machine_or_a_server_that_says_nothing(st
         assert codes['interactive_client.py', 'silent'] == 0, interactive.stderr()
         assert (interactive.stdout(), interactive.stderr()) == (
             '>>:HI\n>>:', '(no reply within 5 s: waiting on; Ctrl-C quits)\n')
-        assert windows.p.wait(max(0.1, 7 - (time.monotonic() - t1))) == 0  # its next wake-up: 5 s
+        assert windows.p.wait(max(0.1, 9 - (time.monotonic() - t1))) == 0  # its next wake-up: 5 s
         assert 'Traceback' not in windows.stderr()
     finally:
         for sock in [full, silent, *queued, *held]:
