@@ -49,7 +49,7 @@ def recv_reply(client, sent):
     """The whole reply to `sent` bytes, however late it begins. If the server closed, print what
     it said first (such as 'server full: ...') and raise ConnectionResetError."""
     if not select.select([client], [], [], FIRST)[0]:  # a server held (see README): wait on
-        print(f'(no reply within {FIRST} s: waiting on; Ctrl-C quits)', file=sys.stderr)
+        print(f'(no reply within {FIRST} s: waiting on; Ctrl-C quits)', file=sys.stderr, flush=True)
         while not select.select([client], [], [], FIRST)[0]:  # FIRST: Windows' Ctrl-C gets in
             pass
     reply = b''
