@@ -193,6 +193,7 @@ def server(request, start):
 # `pytest --half 2` beside it for the rest; its output is shown, and its result counted, at the end.
 other_half = None  # that pytest, while it runs
 other_output = None  # its output, in a temporary file
+both_halves = ''  # what both halves' tests came to, for the last line of all
 NO_TESTS = 5  # pytest's exit status when -k leaves a half nothing to run
 
 
@@ -233,9 +234,25 @@ def pytest_sessionfinish(session):
 
 
 def pytest_terminal_summary(terminalreporter):
+    global both_halves
     if other_output is None:
         return
     other_output.seek(0)
-    terminalreporter.section('the other half of the tests, run beside these')
-    terminalreporter.write(other_output.read())
+    theirs = other_output.read()
     other_output.close()
+    terminalreporter.section('the other half of the tests, run beside these')
+    terminalreporter.write(theirs)
+    counts = {}  # outcome -> tests, in both halves
+    for outcome, tests in terminalreporter.stats.items():
+        if outcome in ('passed', 'failed', 'skipped', 'error'):
+            counts[outcome] = len(tests)
+    last = theirs.strip().splitlines()[-1] if theirs.strip() else ''
+    for n, outcome in re.findall(r'(\d+) (passed|failed|skipped|error)', last):
+        counts[outcome] = counts.get(outcome, 0) + int(n)
+    both_halves = ', '.join(f'{n} {outcome}' for outcome, n in counts.items())
+
+
+def pytest_unconfigure(config):
+    # After this half's own last line, which pytest writes once the summary above is done
+    if both_halves:
+        print(f'both halves together: {both_halves}')

@@ -30,8 +30,7 @@ def setup():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--host', default='127.0.0.1',
                         help="the server's address, or its name (default: %(default)s)")
-    parser.add_argument('--port', type=int, default=8800,
-                        help="the server's TCP port (default: %(default)s)")
+    parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
     args = parser.parse_args()
     if not 1 <= args.port <= 65535:  # no server listens on port 0
         parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
@@ -41,6 +40,7 @@ def setup():
     except ImportError:
         pass
     sys.stdout.reconfigure(errors='replace', line_buffering=True)  # watched as it happens
+    sys.stdin.reconfigure(errors='replace')  # piped in, a file not UTF-8 (Big5): no traceback
     if os.name == 'nt':  # Ctrl+Break stops us as Ctrl-C does
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     return args
@@ -77,4 +77,4 @@ if __name__ == '__main__':
     except ConnectionError:  # reset, broken pipe or closed: the server went away
         sys.exit('connection closed by server')
     except socket.timeout:  # a line of megabytes: a server stops reading while its reply waits
-        sys.exit(f'line too long: the server took none of it for {FIRST} s, as its reply waits')
+        sys.exit(f'line too long: the server took no more of it for {FIRST} s, as its reply waits')

@@ -36,6 +36,7 @@ def main():
                 rm_list.clear()  # 刪除關閉的client
         except ConnectionError:  # fix: a client gone before we got to it (Windows: reset)
             pass
+    server.close()  # the chapter's last line, never reached: the loop has no end but Ctrl-C
 
 # ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 

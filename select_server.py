@@ -55,9 +55,11 @@ def main():
 # Windows: Ctrl-C waits till select() returns (see README); select() watches 512 sockets a list.
 TIMEOUT, WALL = (0.5, 512) if os.name == 'nt' else (None, 1024)  # Elsewhere: descriptors < 1024
 WIDTH = 80 - 10  # the columns for a client's text: a projector's 80, less '接收消息: '
-# What repr() escapes of these: controls, invalid bytes, and what turns text round (U+202E)
+# What repr() escapes of these: controls, and what turns text round (U+202E); and bytes not UTF-8,
+# which decode() keeps as U+DC80 to U+DCFF, as a bytes' repr() writes them: b'\xff' as \xff
 ESCAPED = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(127, 160), *range(0x2000, 0x2070),
-                                            0xFEFF, *range(0xDC80, 0xDD00)]}
+                                            0xFEFF]}
+ESCAPED.update({c: f'\\x{c - 0xDC00:x}' for c in range(0xDC80, 0xDD00)})
 pending = {}  # decode()'s memory: conn -> the start of a character that its recv() cut
 refused = {}  # server_full()'s: each conn told so -> when; kept open till it has read it
 names = {}  # trace()'s: conn -> 'ip:port', kept for the line that says it closed
@@ -70,7 +72,7 @@ def setup():
     parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
     parser.add_argument('--trace', action='store_true', help='say what each select() woke us for')
     args = parser.parse_args()
-    sys.stdout.reconfigure(encoding='utf-8')  # Windows: cp1252 into a file or Git Bash
+    sys.stdout.reconfigure(encoding='utf-8', line_buffering=True)  # Git Bash, tee: UTF-8, at once
     if not 1 <= args.port <= 65535:  # 0, "any free port", is one nobody could be told
         parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
@@ -81,7 +83,7 @@ def setup():
             hint = ': is another server still running?' if e.errno == errno.EADDRINUSE else ''
             sys.exit(f'cannot listen on {args.host}:{args.port}: {e.strerror}{hint}')
     if args.host == '0.0.0.0':
-        print('\n'.join(students(args.port)), flush=True)
+        print('\n'.join(students(args.port)))
     if os.name == 'nt':
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     else:  # a client costs a descriptor: lift the soft limit (Linux 1024, macOS 256) to the hard
@@ -141,6 +143,8 @@ def shown(text):
     """A client's text for a projector: escaped, so that \\x1b[2J can't clear our screen, in one
     row of 80 columns, where a Chinese character takes two, as does what a Chinese console draws
     wide (East Asian "ambiguous": “, …, é); if cut, with its size."""
+    if not text:  # recv() brought only the start of a character: decode() keeps it for the rest
+        return '(part of a character: the rest comes next)'
     if len(text) <= WIDTH and text.isascii() and text.isprintable():
         return text  # the usual line
     size = f'... ({len(text.encode("utf-8", "surrogateescape")):,} bytes)'
@@ -160,7 +164,7 @@ def server_full(conn, addr, watched):
     close_told(10)  # past the wall, a flood: only those told 10 s ago
     why = f'server full: select() watches at most {WALL:,} sockets'
     if not refused:  # our own note: one for a flood of them, not one each
-        print('refused %s:%s: ' % addr[:2] + why, file=sys.stderr, flush=True)
+        print('refused %s:%s: server full' % addr[:2], file=sys.stderr, flush=True)  # 80 columns
     conn.setblocking(False)
     refused[conn] = time.monotonic()
     try:

@@ -80,6 +80,7 @@ def setup():
     args = parser.parse_args()
     if not 1 <= args.port <= 65535:  # 0, "any free port", is one nobody could be told
         parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
+    sys.stdout.reconfigure(line_buffering=True)  # Git Bash, | tee: each line at once
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
         if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -88,7 +89,7 @@ def setup():
             hint = ': is another server still running?' if e.errno == errno.EADDRINUSE else ''
             sys.exit(f'cannot listen on {args.host}:{args.port}: {e.strerror}{hint}')
     if args.host == '0.0.0.0':
-        print('\n'.join(students(args.port)), flush=True)
+        print('\n'.join(students(args.port)))
     if os.name == 'nt':
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     else:  # a client costs a descriptor: lift the soft limit (Linux 1024, macOS 256) to the hard
@@ -140,7 +141,7 @@ def server_full(sel, conn, addr):
     close_told(10)  # past the wall, a flood: only those told 10 s ago
     why = f'server full: select() watches at most {WALL:,} sockets'
     if not refused:  # our own note: one for a flood of them, not one each
-        print('refused %s:%s: ' % addr[:2] + why, file=sys.stderr, flush=True)
+        print('refused %s:%s: server full' % addr[:2], file=sys.stderr, flush=True)  # 80 columns
     conn.setblocking(False)
     refused[conn] = time.monotonic()
     try:
