@@ -33,7 +33,8 @@ def setup():
     if not 1 <= args.port <= 65535:  # no server listens on port 0
         parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
     # Line by line even into a pipe or a file: a client's output is watched as it happens.
-    sys.stdout.reconfigure(line_buffering=True)
+    if hasattr(sys.stdout, 'reconfigure'):  # not IDLE's, which has none and needs none
+        sys.stdout.reconfigure(line_buffering=True)
     if os.name == 'nt':  # Ctrl+Break stops us as Ctrl-C does
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     return args

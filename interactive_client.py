@@ -39,15 +39,15 @@ def setup():
         import readline  # noqa: F401
     except ImportError:
         pass
-    sys.stdout.reconfigure(errors='replace', line_buffering=True)  # watched as it happens
-    sys.stdin.reconfigure(errors='replace')  # piped in, a file not UTF-8 (Big5): no traceback
+    if hasattr(sys.stdin, 'reconfigure'):  # not IDLE's, which have none and need none
+        sys.stdout.reconfigure(errors='replace', line_buffering=True)  # watched as it happens
+        sys.stdin.reconfigure(errors='replace')  # piped in, a file not UTF-8 (Big5): no traceback
     if os.name == 'nt':  # Ctrl+Break stops us as Ctrl-C does
         signal.signal(signal.SIGBREAK, signal.default_int_handler)
     return args
 
 def recv_reply(client, sent):
-    """The whole reply to `sent` bytes, however late it begins. If the server closed, print what
-    it said first (such as 'server full: ...') and raise ConnectionResetError."""
+    """The whole reply to `sent` bytes, however late; if the server closed, print its last words."""
     if not select.select([client], [], [], FIRST)[0]:  # a server held (see README): wait on
         print(f'(no reply within {FIRST} s: waiting on; Ctrl-C quits)', file=sys.stderr, flush=True)
         while not select.select([client], [], [], FIRST)[0]:  # FIRST: Windows' Ctrl-C gets in

@@ -72,7 +72,8 @@ def setup():
     parser.add_argument('--port', type=int, default=8800, help='the TCP port (default: 8800)')
     parser.add_argument('--trace', action='store_true', help='say what each select() woke us for')
     args = parser.parse_args()
-    sys.stdout.reconfigure(encoding='utf-8', line_buffering=True)  # Git Bash, tee: UTF-8, at once
+    if hasattr(sys.stdout, 'reconfigure'):  # not IDLE's, which has none and needs none
+        sys.stdout.reconfigure(encoding='utf-8', line_buffering=True)  # Git Bash: UTF-8, at once
     if not 1 <= args.port <= 65535:  # 0, "any free port", is one nobody could be told
         parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback

@@ -80,7 +80,8 @@ def setup():
     args = parser.parse_args()
     if not 1 <= args.port <= 65535:  # 0, "any free port", is one nobody could be told
         parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
-    sys.stdout.reconfigure(line_buffering=True)  # Git Bash, | tee: each line at once
+    if hasattr(sys.stdout, 'reconfigure'):  # not IDLE's, which has none and needs none
+        sys.stdout.reconfigure(line_buffering=True)  # Git Bash, | tee: each line at once
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
         if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

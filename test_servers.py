@@ -825,6 +825,26 @@ def test_windows_ctrl_c_stops_an_idle_server(start, script):
 
 
 @needs_linux
+@pytest.mark.parametrize('server_script', SERVERS)
+def test_every_script_runs_from_idle(start, server_script):
+    """IDLE (F5), as many Windows learners run a script: its stdin and stdout have no
+    reconfigure(), which every script called at start, and stopped on AttributeError."""
+    server = start.server(server_script, emulate='idle')
+    printed = {'select_server.py': '接收消息: hi', 'selectors_server.py': '-------'}
+    clients = [start(script, '--port', str(server.port), stdin=subprocess.PIPE, emulate='idle')
+               for script in CLIENTS]
+    clients[1].p.stdin.write(b'hi\n')
+    clients[1].p.stdin.close()
+    assert clients[1].p.wait(TIMEOUT) == 0, clients[1].stderr()
+    # IDLE's stdin says it is a terminal: a fresh line at the end, as for Ctrl-D at a terminal
+    assert clients[1].stdout() == '>>:' + reply_rule(server_script, b'hi').decode() + '\n>>:\n'
+    wait_for(lambda: "b'" in clients[0].stdout(), "client.py's first reply")
+    assert 'Traceback' not in clients[0].stderr()
+    wait_for(lambda: printed.get(server_script, '') in server.stdout(), 'the line, as it comes')
+    server.alive()
+
+
+@needs_linux
 @pytest.mark.parametrize('script', SERVERS + CLIENTS)
 def test_windows_ctrl_break_stops_like_ctrl_c(start, script):
     if script in CLIENTS:

@@ -23,6 +23,9 @@ Each feature copies one behaviour, as CPython's source and the platforms' docume
                 network, 10.123.0.1/24, is reached; the machine's name gives 10.123.0.1.
   short-send    send() takes at most 100 bytes a call, as a busy link's full buffer may: every
                 reply is sent in pieces, each waiting for the socket to be writable again.
+  idle          run from IDLE (F5), as many Windows learners do: stdin, stdout and stderr are
+                IDLE's own text files, which write to its shell as they are given text, say they
+                are a terminal, and have no reconfigure() (Lib/idlelib/run.py, StdioFile).
   vanish        a client's laptop leaves the network: recv() on its connection raises ETIMEDOUT, as
                 the kernel does once its retransmissions give up. A client that sends VANISH stands
                 for one.
@@ -31,6 +34,7 @@ import argparse  # noqa: F401  imported before os.name changes: some modules loo
 import codecs  # noqa: F401    load (shutil, which argparse imports, on Windows needs nt)
 import shutil  # noqa: F401
 import errno
+import io
 import os
 import runpy
 import select
@@ -199,10 +203,37 @@ def vanish():
     socket.socket.recv = recv
 
 
+class IdleFile(io.TextIOBase):
+    """IDLE's StdOutputFile or StdInputFile, here over the real file: text in, text out."""
+
+    encoding = 'utf-8'
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, text):
+        self.real.write(text)
+        self.real.flush()
+        return len(text)
+
+    def readline(self, size=-1):
+        return self.real.readline(size)
+
+    def isatty(self):
+        return True
+
+
+def idle():
+    sys.stdin = IdleFile(sys.stdin)
+    sys.stdout = IdleFile(sys.stdout)
+    sys.stderr = IdleFile(sys.stderr)
+
+
 FEATURES = {'nt': nt, 'sigint-thread': sigint_thread, 'select512': select512,
             'accept-reset': accept_reset, 'setsockopt': setsockopt, 'rlimit': rlimit,
             'no-readline': no_readline, 'offline': offline, 'vanish': vanish,
-            'two-nets': two_nets, 'no-default-route': no_default_route, 'short-send': short_send}
+            'two-nets': two_nets, 'no-default-route': no_default_route, 'short-send': short_send,
+            'idle': idle}
 
 if __name__ == '__main__':
     if sys.argv[1:2] in (['-h'], ['--help']):
