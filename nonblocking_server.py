@@ -41,7 +41,7 @@ def main():
 # ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 
 loop = {'passes': 0, 'since': time.monotonic()}  # trace()'s memory: passes since when
-names = {}  # trace()'s: each conn in con_list at its last line -> 'ip:port'
+names = {}  # trace()'s: conn -> 'ip:port', for each conn in con_list at the last trace line
 
 def setup():
     """The command line; then what a class, a port in use and each platform need of us."""
@@ -55,7 +55,8 @@ def setup():
     if not 1 <= args.port <= 65535:  # 0, "any free port", is one nobody could be told
         parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
-        if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if os.name != 'nt':
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((args.host, args.port))
         except OSError as e:
@@ -87,9 +88,11 @@ def students(port):
     except OSError:
         pass
     port = '' if port == 8800 else f' --port {port}'
-    lines = [f'students: python interactive_client.py --host {ip}{port}' for ip in found
-             if not ip.startswith(('127.', '169.254.', '0.'))]
-    lines = [line for i, line in enumerate(lines) if line not in lines[:i]]  # once each
+    lines = []
+    for ip in found:  # each once, and not loopback, link-local (169.254.) or 0.x
+        line = f'students: python interactive_client.py --host {ip}{port}'
+        if line not in lines and not ip.startswith(('127.', '169.254.', '0.')):
+            lines.append(line)
     return lines or ['no network address found: is this machine on a network?']
 
 def trace(con_list):
@@ -103,9 +106,12 @@ def trace(con_list):
     gone = [c for c in names if c not in con_list]
     for c in new:
         names[c] = peer(c)
-    print(f'{seconds:.2f} s: {loop["passes"]:,} passes, {len(con_list)} connected; new: '
-          + (', '.join(names[c] for c in new) or 'none') + '; closed: '
-          + (', '.join(names.pop(c) for c in gone) or 'none'), file=sys.stderr, flush=True)
+    came = ', '.join(names[c] for c in new) or 'none'
+    went = ', '.join(names[c] for c in gone) or 'none'
+    for c in gone:
+        del names[c]
+    print(f'{seconds:.2f} s: {loop["passes"]:,} passes, {len(con_list)} connected; '
+          f'new: {came}; closed: {went}', file=sys.stderr, flush=True)
     loop['passes'] = 0
     loop['since'] = time.monotonic()
 

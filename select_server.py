@@ -26,7 +26,7 @@ def main():
                 except (BlockingIOError, ConnectionError):  # fix: gone already (Windows: reset)
                     continue
                 if server_full(conn, addr, len(rlist) + len(wlist)): continue  # fix: see WALL
-                conn.setblocking(False)  # fix: accept() hands back a blocking socket on Linux
+                conn.setblocking(False)  # fix: blocking on Linux: a full send() would stop us all
                 rlist.append(conn)  #
             else:  # 如果是conn,則收發數據
                 try:
@@ -61,7 +61,7 @@ ESCAPED = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(127, 160), *range(
                                             0xFEFF]}
 ESCAPED.update({c: f'\\x{c - 0xDC00:x}' for c in range(0xDC80, 0xDD00)})
 pending = {}  # decode()'s memory: conn -> the start of a character that its recv() cut
-refused = {}  # server_full()'s: each conn told so -> when; kept open till it has read it
+refused = {}  # server_full()'s: each conn told so -> when, open till it has gone (close_told)
 names = {}  # trace()'s: conn -> 'ip:port', kept for the line that says it closed
 
 def setup():
@@ -77,7 +77,8 @@ def setup():
     if not 1 <= args.port <= 65535:  # 0, "any free port", is one nobody could be told
         parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
-        if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if os.name != 'nt':
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((args.host, args.port))
         except OSError as e:
@@ -109,9 +110,11 @@ def students(port):
     except OSError:
         pass
     port = '' if port == 8800 else f' --port {port}'
-    lines = [f'students: python interactive_client.py --host {ip}{port}' for ip in found
-             if not ip.startswith(('127.', '169.254.', '0.'))]
-    lines = [line for i, line in enumerate(lines) if line not in lines[:i]]  # once each
+    lines = []
+    for ip in found:  # each once, and not loopback, link-local (169.254.) or 0.x
+        line = f'students: python interactive_client.py --host {ip}{port}'
+        if line not in lines and not ip.startswith(('127.', '169.254.', '0.')):
+            lines.append(line)
     return lines or ['no network address found: is this machine on a network?']
 
 def decode(conn, msg):
@@ -165,7 +168,7 @@ def server_full(conn, addr, watched):
     close_told(10)  # past the wall, a flood: only those told 10 s ago
     why = f'server full: select() watches at most {WALL:,} sockets'
     if not refused:  # our own note: one for a flood of them, not one each
-        print('refused %s:%s: server full' % addr[:2], file=sys.stderr, flush=True)  # 80 columns
+        print('refused %s:%s: server full' % addr[:2], file=sys.stderr, flush=True)  # fits 80
     conn.setblocking(False)
     refused[conn] = time.monotonic()
     try:
@@ -187,7 +190,8 @@ def close_told(older_than):
             while told.recv(65536):  # what it sent, dropped: read on, for its end may follow
                 pass
         except BlockingIOError:  # it has not gone yet
-            if age < 10 and not crowded: continue
+            if age < 10 and not crowded:
+                continue
         except OSError:
             pass
         told.close()

@@ -41,7 +41,7 @@ def main():
             return
         if server_full(sel, conn, addr): return  # fix: select()'s wall, where selectors uses it
         print('-------', conn)
-        conn.setblocking(False)  # fix: accept() hands back a blocking socket on Linux
+        conn.setblocking(False)  # fix: blocking on Linux: a full send() would stop us all
         # 注冊conn,回調 read函數
         sel.register(conn, selectors.EVENT_READ, read)
 
@@ -60,13 +60,13 @@ def main():
             # 獲取函數內存地址,加入參數
             # key.fileobj = 文件句柄
             callback(key.fileobj, mask)
-        if args.trace: trace(events, sel, outbuf)  # --trace: what sel.select() said, and did
+        if args.trace: trace(events, sock, sel, outbuf)  # --trace: what sel.select() said, and did
 
 # ---- Below: what the tutorial does not teach, which the lesson above calls by name. ----------
 
 # Windows: Ctrl-C waits till select() returns (see README); select() watches 512 sockets a list.
 TIMEOUT, WALL = (1, 512) if os.name == 'nt' else (None, 1024)  # Elsewhere: descriptors < 1024
-refused = {}  # server_full()'s: each conn told so -> when; kept open till it has read it
+refused = {}  # server_full()'s: each conn told so -> when, open till it has gone (close_told)
 names = {}  # trace()'s: conn -> 'ip:port', kept for the line that says it closed
 
 def setup():
@@ -83,7 +83,8 @@ def setup():
     if hasattr(sys.stdout, 'reconfigure'):  # not IDLE's, which has none and needs none
         sys.stdout.reconfigure(line_buffering=True)  # Git Bash, | tee: each line at once
     with socket.socket() as probe:  # a port in use: one line, not bind()'s traceback
-        if os.name != 'nt': probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if os.name != 'nt':
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((args.host, args.port))
         except OSError as e:
@@ -115,9 +116,11 @@ def students(port):
     except OSError:
         pass
     port = '' if port == 8800 else f' --port {port}'
-    lines = [f'students: python interactive_client.py --host {ip}{port}' for ip in found
-             if not ip.startswith(('127.', '169.254.', '0.'))]
-    lines = [line for i, line in enumerate(lines) if line not in lines[:i]]  # once each
+    lines = []
+    for ip in found:  # each once, and not loopback, link-local (169.254.) or 0.x
+        line = f'students: python interactive_client.py --host {ip}{port}'
+        if line not in lines and not ip.startswith(('127.', '169.254.', '0.')):
+            lines.append(line)
     return lines or ['no network address found: is this machine on a network?']
 
 def send(conn, data, outbuf):
@@ -133,8 +136,8 @@ def send(conn, data, outbuf):
     return sent == len(data)
 
 def server_full(sel, conn, addr):
-    """Past select()'s wall, where selectors uses it (Windows), SelectSelector's select() would
-    raise ValueError on every call: tell this client so in one line, and serve the rest."""
+    """Past select()'s wall, where selectors uses select() (Windows; make bench's selectors/select),
+    its select() would raise ValueError on every call: tell this client so, and serve the rest."""
     if not isinstance(sel, selectors.SelectSelector) or (
             len(sel.get_map()) if os.name == 'nt' else conn.fileno()) < WALL:
         close_told(0)  # one served: and those told, once they have gone, are closed
@@ -142,7 +145,7 @@ def server_full(sel, conn, addr):
     close_told(10)  # past the wall, a flood: only those told 10 s ago
     why = f'server full: select() watches at most {WALL:,} sockets'
     if not refused:  # our own note: one for a flood of them, not one each
-        print('refused %s:%s: server full' % addr[:2], file=sys.stderr, flush=True)  # 80 columns
+        print('refused %s:%s: server full' % addr[:2], file=sys.stderr, flush=True)  # fits 80
     conn.setblocking(False)
     refused[conn] = time.monotonic()
     try:
@@ -164,22 +167,23 @@ def close_told(older_than):
             while told.recv(65536):  # what it sent, dropped: read on, for its end may follow
                 pass
         except BlockingIOError:  # it has not gone yet
-            if age < 10 and not crowded: continue
+            if age < 10 and not crowded:
+                continue
         except OSError:
             pass
         told.close()
         del refused[told]
 
-def trace(events, sel, outbuf):
+def trace(events, sock, sel, outbuf):
     """--trace: on stderr, one line a wake-up: the events sel.select() gave, and what became of
     each socket."""
     said = []
     for key, mask in events:
         sk = key.fileobj
         event = 'EVENT_READ' if mask & selectors.EVENT_READ else 'EVENT_WRITE'
-        if key.data.__name__ == 'accept':  # the chapter's sock: who joined
-            new = [k.fileobj for k in sel.get_map().values() if k.data.__name__ != 'accept']
-            new = [c for c in new if c not in names]
+        if sk is sock:  # the chapter's listening sock: who joined
+            new = [k.fileobj for k in sel.get_map().values()]
+            new = [c for c in new if c not in names and c is not sock]
             for c in new:
                 names[c] = peer(c)
             said.append(f'sock {event} -> accepted ' + (', '.join(map(names.get, new)) or '0'))

@@ -574,9 +574,13 @@ def test_trace_names_each_client_once_per_wake_up(start, script):
               'selectors_server.py': f'{name} EVENT_READ -> closed'}[script]
     wait_for(lambda: re.search(closed, server.stderr()), 'closed', 3)
     if script == 'nonblocking_server.py':  # one line a second, counting passes
+        seconds = len(passes(server.stderr()))
+        wait_for(lambda: len(passes(server.stderr())) > seconds, 'the next second', 3)
         assert passes(server.stderr())[-1] > 0
     else:  # one line a wake-up: the close came at a wake-up of its own, after the reply's
         assert 'closed' not in before.split(name)[-1]
+    assert len(re.findall(closed, server.stderr())) == 1  # once, not again at each line after
+    assert '?' not in server.stderr()  # each client named; the listening socket never
     assert 'Traceback' not in server.stderr()
 
 
@@ -733,22 +737,24 @@ def test_select_stdout_gone_is_pythons_error_not_a_lost_client(start):
 
 
 @POSIX_ONLY
-def test_select_tells_clients_past_fd_setsize_that_it_is_full(start):
+@pytest.mark.parametrize('script, emulate', [('select_server.py', None),
+                                             ('selectors_server.py', 'select-only')])
+def test_select_tells_clients_past_fd_setsize_that_it_is_full(start, script, emulate):
     raise_nofile(1300)
-    server = start.server('select_server.py', nofile=(1200, 1200))
+    server = start.server(script, nofile=(1200, 1200), emulate=emulate)
     time.sleep(0.3)  # the readiness probe's connection closes
     start_fds = descriptors(server.p.pid)
     clients = []
     try:
         for _ in range(1060):
             clients.append(server.connect())
-        round_trip(clients[0], 'select_server.py', b'first')
+        round_trip(clients[0], script, b'first')
         for c in clients[-20:]:  # their descriptors would be past 1023 on the server
             told = recv_until_eof(c)
             assert told == b'server full: select() watches at most 1,024 sockets\n', told
         told = told_though_it_spoke_first(server)
         assert told == b'server full: select() watches at most 1,024 sockets\n', told
-        round_trip(clients[1000], 'select_server.py', b'below the line')
+        round_trip(clients[1000], script, b'below the line')
         refused = [line for line in server.stderr().splitlines() if 'refused' in line]
         assert 1 <= len(refused) <= 2, refused  # a line a second under a flood
         assert re.fullmatch(r'refused 127\.0\.0\.1:\d+: server full', refused[0]), refused

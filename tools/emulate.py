@@ -9,6 +9,8 @@ Each feature copies one behaviour, as CPython's source and the platforms' docume
   sigint-thread Ctrl-C is handled on another thread, so it does not interrupt select() (Winsock).
   select512     select() takes at most 512 sockets per list, and DefaultSelector is the
                 SelectSelector that calls select(r, w, w), as Lib/selectors.py does on win32.
+  select-only   a system whose selectors has select() alone, as the bench's selectors/select row
+                runs: DefaultSelector is SelectSelector, which here takes descriptors below 1024.
   accept-reset  the first connection accept() would return was reset first (WSAECONNRESET).
   setsockopt    each setsockopt() call is said on stderr, as 'emulate: setsockopt LEVEL OPTION'.
   rlimit        macOS: RLIMIT_NOFILE starts at 256 with no hard limit, and setrlimit() refuses
@@ -78,6 +80,10 @@ def select512():
 
     select.select = select_512
     selectors.DefaultSelector = WindowsSelectSelector
+
+
+def select_only():
+    selectors.DefaultSelector = selectors.SelectSelector
 
 
 def accept_reset():
@@ -230,6 +236,7 @@ def idle():
 
 
 FEATURES = {'nt': nt, 'sigint-thread': sigint_thread, 'select512': select512,
+            'select-only': select_only,
             'accept-reset': accept_reset, 'setsockopt': setsockopt, 'rlimit': rlimit,
             'no-readline': no_readline, 'offline': offline, 'vanish': vanish,
             'two-nets': two_nets, 'no-default-route': no_default_route, 'short-send': short_send,
