@@ -34,8 +34,7 @@ def setup():
     args = parser.parse_args()
     if not 1 <= args.port <= 65535:  # no server listens on port 0
         parser.error(f'argument --port: {args.port} is not a port: 1 to 65535')
-    # readline: input() takes a paste past a terminal's 4,095 bytes (Windows' console does so)
-    try:
+    try:  # readline: input() takes a paste past a terminal's 4,095 bytes (Windows' console does)
         import readline  # noqa: F401
     except ImportError:
         pass
@@ -56,7 +55,8 @@ def recv_reply(client, sent):
     try:
         while True:
             data = client.recv(65536)
-            if not data: raise ConnectionResetError
+            if not data:  # the server closed: as a reset, which prints what came first
+                raise ConnectionResetError
             reply += data
             client.settimeout(LATE if sent > 1024 else QUIET)
     except socket.timeout:
