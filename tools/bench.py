@@ -544,8 +544,9 @@ def print_compared(results, args, w):
     machine the other tenants only ever add to a slice's CPU (beside a busy neighbour a slice
     cost up to twice the cheapest), so the cheapest is the nearest to what the code itself
     costs, as with timeit's min(). With the server pinned and its CPU counted in nanoseconds,
-    --compare . gave 0.998 to 1.010 (20 slices of 0.5 s, 16 and 128 connections, two runs),
-    where the median slice, unpinned, in ticks, gave 0.88 to 1.11."""
+    --compare . gave 0.998 to 1.010 (20 slices of 0.5 s, 16 and 128 connections, two runs) on
+    a quiet day, where the median slice, unpinned, in ticks, gave 0.88 to 1.11; on a noisy day,
+    0.87 to 1.06. So run --compare . the same day, to see what a change must go past."""
     pairs = [(name, there) for there in results for name in results if
              '@' in there and original(there) == name]
     phases = [(f'load:{n}', f'{n} conns') for n in args.conns] + [
